@@ -1,0 +1,252 @@
+"""Concrete classification data modules: digits (embedded), CIFAR-10, ImageFolder, ImageNet."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from scatterlab.data.base import ImageDataModule, stratified_split
+from scatterlab.errors import DataError
+
+Splits = dict[str, tuple[Tensor, Tensor]]
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's handwritten digits: 1,797 images 8x8 (1 channel), 10 classes.
+
+    Shipped inside scikit-learn, so it needs no download. Split per class, reproducibly,
+    into train / val / test with `val_fraction` and `test_fraction` of the images.
+    """
+
+    def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15, **kwargs) -> None:
+        kwargs.setdefault("mean", (0.3,))
+        kwargs.setdefault("std", (0.4,))
+        kwargs.setdefault("in_channels", 1)
+        kwargs.setdefault("image_size", 8)
+        super().__init__(**kwargs)
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def load(self) -> Splits:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        # Pixel values are 0..16: rescale to the uint8 range of every other data set.
+        images = torch.from_numpy(digits.images * (255 / 16)).round().to(torch.uint8)[:, None]
+        labels = torch.from_numpy(digits.target).long()
+        rest, test = stratified_split(labels, self.test_fraction, seed=0)
+        frac = self.val_fraction / (1 - self.test_fraction)
+        train, val = stratified_split(labels[rest], frac, seed=1)
+        train, val = rest[train], rest[val]
+        return {
+            k: (images[i], labels[i]) for k, i in (("train", train), ("val", val), ("test", test))
+        }
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 through torchvision (50,000 train / 10,000 test images, 32x32 RGB).
+
+    Validation uses the test set, as in the reference protocol (best test accuracy over
+    epochs); set `val_size` > 0 to hold out that many training images instead.
+    """
+
+    def __init__(self, root: str, download: bool = True, val_size: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.download, self.val_size = root, download, val_size
+
+    def _dataset(self, train: bool):
+        from torchvision.datasets import CIFAR10
+
+        try:
+            return CIFAR10(self.root, train=train, download=False)
+        except RuntimeError:
+            pass
+        if self.download:
+            try:
+                return CIFAR10(self.root, train=train, download=True)
+            except Exception as e:  # URLError, timeouts, SSL: all mean "no internet"
+                reason = f"the download failed ({type(e).__name__}: {e})"
+        else:
+            reason = "data.download=false"
+        raise DataError(
+            f"CIFAR-10 is not in data.root={self.root} and {reason}. Put the python version "
+            f"(the folder cifar-10-batches-py/) in {self.root}, or set data.root to where it "
+            "is, or use an ImageFolder copy: data=imagefolder data.root=DIR (DIR/train/<class>/, "
+            "DIR/test/<class>/)."
+        )
+
+    def load(self) -> Splits:
+        splits = {}
+        for name, train in (("train", True), ("test", False)):
+            ds = self._dataset(train)
+            images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+            splits[name] = (images, torch.tensor(ds.targets))
+        return _with_val(splits, self.val_size)
+
+
+def _with_val(splits: Splits, val_size: int) -> Splits:
+    if val_size <= 0:
+        splits["val"] = splits["test"]
+        return splits
+    images, labels = splits["train"]
+    rest, val = stratified_split(labels, val_size / len(labels), seed=0)
+    splits["train"], splits["val"] = (images[rest], labels[rest]), (images[val], labels[val])
+    return splits
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any image folder in the ImageFolder layout, decoded once and kept in memory.
+
+    root/train/<class>/*.jpg and root/test/<class>/*.jpg (root/val/ too, if present; else
+    the test set validates, as for CIFAR-10). Images are resized to `image_size` if they
+    differ. The decoded tensors are cached in `cache_dir`, keyed by the folder's path, file
+    list and modification times, so later runs skip decoding.
+    """
+
+    def __init__(
+        self, root: str, cache_dir: str | None = None, val_size: int = 0, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root, self.cache_dir, self.val_size = Path(root), cache_dir, val_size
+
+    def load(self) -> Splits:
+        if not (self.root / "train").is_dir() or not (self.root / "test").is_dir():
+            raise DataError(
+                f"data.root={self.root} is not an image folder: it needs train/<class>/ and "
+                "test/<class>/ sub-folders of images (e.g. tar xJf "
+                "cifar10-jpeg.tar.xz -C DIR, then data.root=DIR)"
+            )
+        splits, classes = {}, None
+        for split in ("train", "val", "test"):
+            if (self.root / split).is_dir():
+                files, labels, names = _list_images(self.root / split)
+                if classes is not None and names != classes:
+                    raise DataError(f"{self.root / split} has other class folders than train/")
+                classes = names
+                splits[split] = (self._decode(files), torch.tensor(labels))
+        self.classes = classes
+        if len(classes) != self.num_classes:
+            raise DataError(
+                f"{self.root}/train has {len(classes)} class folders but data.num_classes="
+                f"{self.num_classes}: set data.num_classes={len(classes)}"
+            )
+        if "val" in splits:
+            return splits
+        return _with_val(splits, self.val_size)
+
+    def _decode(self, files: list[Path]) -> Tensor:
+        key = hashlib.sha256()
+        for f in files:
+            key.update(f"{f}:{f.stat().st_mtime_ns}:{self.image_size}".encode())
+        cache = (
+            Path(self.cache_dir) / f"imagefolder-{key.hexdigest()[:16]}.pt"
+            if self.cache_dir
+            else None
+        )
+        if cache is not None and cache.exists():
+            return torch.load(cache)
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+            images = torch.stack(list(pool.map(self._read, files)))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            torch.save(images, tmp)
+            tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
+        return images
+
+    def _read(self, path: Path) -> Tensor:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (self.image_size, self.image_size):
+                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders (expected {folder}/<class>/*.jpg)")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for f in sorted((folder / c).iterdir()):
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(f)
+                labels.append(i)
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files, labels, classes
+
+
+class ImageNetDataModule(ImageDataModule):
+    """ImageNet in ImageFolder layout (root/train/<wnid>/, root/val/<wnid>/), streamed.
+
+    Too large to hold in memory: decoded by DataLoader workers with the usual transforms
+    (RandomResizedCrop(224) + flip for training; Resize(256) + CenterCrop(224) to evaluate).
+    The validation set is also the test set.
+    """
+
+    def __init__(self, root: str, **kwargs) -> None:
+        kwargs.setdefault("num_classes", 1000)
+        kwargs.setdefault("image_size", 224)
+        super().__init__(**kwargs)
+        self.root = Path(root)
+
+    def setup(self, stage: str | None = None) -> None:
+        from torchvision import datasets, transforms
+
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise DataError(
+                    f"ImageNet not found: data.root={self.root} needs train/<wnid>/ and "
+                    "val/<wnid>/ folders of JPEG images (ImageFolder layout)"
+                )
+        norm = transforms.Normalize(self.mean, self.std)
+        train_tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(self.image_size),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                norm,
+            ]
+        )
+        eval_tf = transforms.Compose(
+            [
+                transforms.Resize(round(self.image_size * 256 / 224)),
+                transforms.CenterCrop(self.image_size),
+                transforms.ToTensor(),
+                norm,
+            ]
+        )
+        self.train_set = datasets.ImageFolder(self.root / "train", train_tf)
+        self.val_set = datasets.ImageFolder(self.root / "val", eval_tf)
+
+    def _stream(self, data, train: bool) -> DataLoader:
+        return DataLoader(
+            data,
+            batch_size=self._per_device_batch(),
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=True,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._stream(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._stream(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._stream(self.val_set, False)

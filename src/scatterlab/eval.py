@@ -1,0 +1,68 @@
+"""Evaluation entry point: `python eval.py ckpt_path=PATH [data=... data.root=...]`.
+
+Rebuilds the module from the config stored in the checkpoint, tests it, and writes
+metrics.json into the eval run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from scatterlab import ROOT
+from scatterlab.errors import CheckpointError
+from scatterlab.models import count_parameters
+from scatterlab.utils import (
+    instantiate_all,
+    load_checkpoint,
+    to_float_dict,
+    user_errors,
+    write_metrics,
+)
+
+log = logging.getLogger("scatterlab")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    start = time.time()
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    if "scatterlab_config" not in ckpt:
+        raise CheckpointError(
+            f"{cfg.ckpt_path} was not written by scatterlab's train.py (no config)"
+        )
+    saved = OmegaConf.create(ckpt["scatterlab_config"])
+    module = instantiate(saved.module)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(
+            f"{cfg.ckpt_path} does not fit its own model config: {first}"
+        ) from None
+    datamodule = instantiate(cfg.data if cfg.get("data") else saved.data)
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=instantiate_all(cfg.get("callbacks"))
+    )
+    trainer.test(module, datamodule=datamodule)
+    metrics = dict(trainer.callback_metrics)
+    metrics["epoch"] = ckpt.get("epoch", -1)
+    metrics["num_params"] = count_parameters(getattr(module, "net", module))
+    metrics["wall_time_s"] = time.time() - start
+    metrics = to_float_dict(metrics)
+    write_metrics(metrics, Path(cfg.paths.output_dir))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""LightningModule for image classification: cross-entropy, accuracy, optimizer from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from scatterlab.models import count_parameters
+
+STAGES = ("train", "val", "test")
+
+
+class ClassificationModule(L.LightningModule):
+    """Trains `net` (any classifier nn.Module) with cross-entropy.
+
+    optimizer / scheduler: partials (Hydra `_partial_: true`) completed with the parameters
+    and the optimizer; the scheduler steps once per epoch. Logs train/, val/ and test/ loss
+    and top-1 accuracy (top-5 with `top5`), and val/acc_best.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        num_classes: int = 10,
+        top5: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # "train" is taken by nn.Module.train, so the ModuleDicts are keyed by stage + "_".
+        self.acc = nn.ModuleDict(
+            {f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES}
+        )
+        self.loss = nn.ModuleDict({f"{s}_": MeanMetric() for s in STAGES})
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resumed run keeps it
+        if top5:
+            self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+
+    @property
+    def num_params(self) -> int:
+        return count_parameters(self.net)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y)
+        self.loss[stage + "_"](loss)
+        self.acc[stage + "_"](logits, y)
+        on_step = stage == "train"
+        loss_metric, acc_metric = self.loss[stage + "_"], self.acc[stage + "_"]
+        self.log(f"{stage}/loss", loss_metric, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc_metric, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "test" and self.hparams.top5:
+            self.test_acc_top5(logits, y)
+            self.log("test/acc_top5", self.test_acc_top5, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.acc["val_"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

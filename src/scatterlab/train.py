@@ -1,0 +1,133 @@
+"""Training entry point: `python train.py experiment=NAME [overrides]` (Hydra).
+
+Fits the module, tests the best checkpoint, and writes metrics.json into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from scatterlab import ROOT
+from scatterlab.models import count_parameters
+from scatterlab.utils import (
+    instantiate_all,
+    load_checkpoint,
+    resolve_ckpt_path,
+    to_float_dict,
+    user_errors,
+    wandb_run_id,
+    write_metrics,
+)
+
+log = logging.getLogger("scatterlab")
+CONFIG_DIR = str(ROOT / "configs")
+
+
+class SaveConfig(Callback):
+    """Stores the resolved run config in every checkpoint, so eval.py can rebuild the run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["scatterlab_config"] = self.config
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
+    loggers = []
+    for lg_cfg in (cfg.get("logger") or {}).values():
+        if not isinstance(lg_cfg, DictConfig) or "_target_" not in lg_cfg:
+            continue
+        kwargs = {}
+        if lg_cfg._target_.endswith("WandbLogger") and lg_cfg.get("id") is None:
+            kwargs["id"] = wandb_run_id(output_dir)  # same wandb run when the run dir resumes
+        loggers.append(instantiate(lg_cfg, **kwargs))
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test as the config says; returns the metrics written to metrics.json."""
+    start = time.time()
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    log.info(f"Run directory: {output_dir}")
+    datamodule = instantiate(cfg.data)
+    if cfg.get("train", True):
+        datamodule.setup("fit")  # a missing data set fails here, before loggers start
+    module = instantiate(cfg.module)
+    loggers = build_loggers(cfg, output_dir)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # it refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=[*callbacks, SaveConfig(resolved)], logger=loggers or False
+    )
+    for lg in loggers:
+        lg.log_hyperparams(resolved)
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics.update(trainer.callback_metrics)
+        metrics["last_epoch"] = trainer.current_epoch - 1
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if best:
+        metrics["best_epoch"] = load_checkpoint(best)["epoch"]
+    if cfg.get("test", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best)
+        metrics.update(trainer.callback_metrics)
+    if hasattr(module, "final_metrics"):
+        metrics.update(module.final_metrics())
+    net = getattr(module, "net", module)
+    metrics["num_params"] = count_parameters(net)
+    metrics["wall_time_s"] = time.time() - start
+    metrics = to_float_dict(metrics)
+    if trainer.is_global_zero:
+        path = write_metrics(metrics, output_dir)
+        log.info(f"Metrics written to {path}")
+        for lg in loggers:
+            if isinstance(lg, WandbLogger):
+                lg.experiment.summary.update(metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        with user_errors():
+            metrics = train(cfg)
+    finally:
+        _finish_wandb()
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+def _finish_wandb() -> None:
+    # Close the run, so the next job of a multirun starts its own (and offline files are flushed).
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+torch.set_float32_matmul_precision("high")
+
+if __name__ == "__main__":
+    main()

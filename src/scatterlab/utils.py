@@ -1,0 +1,119 @@
+"""Glue shared by the entry points: error reporting, instantiation, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from scatterlab.errors import CheckpointError, ScatterlabError
+
+log = logging.getLogger("scatterlab")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user's mistake as one line `error: ...` and exit with code 2."""
+    try:
+        yield
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ScatterlabError):
+            _fail(str(cause))
+        if isinstance(cause, TypeError | ValueError):
+            _fail(f"{str(e).splitlines()[0]} {cause}. Check the types of the config values.")
+        raise
+    except ScatterlabError as e:
+        _fail(str(e))
+
+
+def _fail(message: str) -> None:
+    log.error(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def instantiate_all(cfg: DictConfig | None, **kwargs: Any) -> list[Any]:
+    """Instantiate every entry of a group like `callbacks` or `logger` that has a _target_."""
+    if not cfg:
+        return []
+    return [
+        instantiate(c, **kwargs)
+        for c in cfg.values()
+        if isinstance(c, DictConfig) and "_target_" in c
+    ]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load with one clear error for a missing, truncated or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: check ckpt_path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}): delete it and "
+            "resume from another one (ckpt_path=PATH), or start afresh (ckpt_path=null)"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """`last`: this run dir's checkpoints/last.ckpt (must exist); `auto`: it if present."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "auto":
+        ckpt_path = str(last) if last.exists() else None
+    elif ckpt_path == "last":
+        if not last.exists():
+            raise CheckpointError(
+                f"ckpt_path=last but {last} does not exist: resume in the run directory of the "
+                "interrupted run with hydra.run.dir=THAT_DIR, or give ckpt_path=PATH"
+            )
+        ckpt_path = str(last)
+    if ckpt_path is not None:
+        load_checkpoint(ckpt_path)  # fail early and clearly, before any training starts
+    return ckpt_path
+
+
+def wandb_run_id(output_dir: str | Path) -> str:
+    """The wandb run id of this run dir, created once, so a resumed run logs to the same run."""
+    path = Path(output_dir) / ".wandb_id"
+    if path.exists():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id)
+    return run_id
+
+
+def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        v = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[k] = float(v) if not isinstance(v, int) else v
+    return {k: v for k, v in sorted(out.items()) if not (isinstance(v, float) and math.isnan(v))}
+
+
+def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
+    """Write the flat metrics.json of a run into its run directory."""
+    path = Path(output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_float_dict(metrics), indent=2) + "\n")
+    return path

@@ -1,0 +1,6 @@
+"""Train: `python train.py experiment=cifar_scattering` (see README)."""
+
+from scatterlab.train import main
+
+if __name__ == "__main__":
+    main()
