@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from scatterlab import ROOT
+from scatterlab.cluster import PreemptionHandler, requested_ckpt_path, sweep_group
+from scatterlab.config_check import validate_config
 from scatterlab.models import count_parameters
 from scatterlab.utils import (
     instantiate_all,
@@ -52,6 +54,8 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
         kwargs = {}
         if lg_cfg._target_.endswith("WandbLogger") and lg_cfg.get("id") is None:
             kwargs["id"] = wandb_run_id(output_dir)  # same wandb run when the run dir resumes
+            if lg_cfg.get("group") is None:
+                kwargs["group"] = sweep_group()  # one wandb group per multirun sweep
         loggers.append(instantiate(lg_cfg, **kwargs))
     return loggers
 
@@ -59,11 +63,17 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as the config says; returns the metrics written to metrics.json."""
     start = time.time()
+    validate_config(cfg)  # a wrong key or type fails here, naming it
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    ckpt_path = resolve_ckpt_path(requested_ckpt_path(cfg.get("ckpt_path")), output_dir)
+    # the run's own settings, without the hydra node that tests compose in
+    resolved = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
 
     log.info(f"Run directory: {output_dir}")
     datamodule = instantiate(cfg.data)
@@ -75,7 +85,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # it refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=[*callbacks, SaveConfig(resolved)], logger=loggers or False
+        cfg.trainer,
+        callbacks=[*callbacks, SaveConfig(resolved), PreemptionHandler()],
+        logger=loggers or False,
     )
     for lg in loggers:
         lg.log_hyperparams(resolved)
@@ -124,7 +136,10 @@ def _finish_wandb() -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            try:
+                wandb.finish()
+            except Exception as e:  # e.g. its service killed by SLURM: keep the job's own error
+                log.warning(f"wandb.finish failed: {type(e).__name__}: {e}")
 
 
 torch.set_float32_matmul_precision("high")

@@ -41,7 +41,16 @@ def user_errors() -> Iterator[None]:
 def _fail(message: str) -> None:
     log.error(message)
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if _in_multirun():  # an exception, not an exit, so that the sweep's other jobs still run
+        raise RuntimeError(message) from None
     raise SystemExit(2)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def instantiate_all(cfg: DictConfig | None, **kwargs: Any) -> list[Any]:
@@ -87,7 +96,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
             )
         ckpt_path = str(last)
     if ckpt_path is not None:
-        load_checkpoint(ckpt_path)  # fail early and clearly, before any training starts
+        try:
+            load_checkpoint(ckpt_path)  # fail early and clearly, before any training starts
+        except CheckpointError as e:
+            if ckpt_path != str(last) or not last.exists():
+                raise  # a path the user chose: no silent substitute
+            from scatterlab.cluster import fallback_checkpoint
+
+            previous = fallback_checkpoint(last, load_checkpoint)
+            if previous is None:
+                raise CheckpointError(f"{e}; no other good checkpoint in {last.parent}") from None
+            log.warning(f"{e}. Resuming from the previous good checkpoint {previous} instead.")
+            ckpt_path = previous
     return ckpt_path
 
 

@@ -1,0 +1,194 @@
+"""Training throughput of the CIFAR scattering networks and ResNet-18 (benchmark, not a test).
+
+For each model: images/s of a training step (forward + backward + SGD step) at batch 128,
+achieved FLOP/s (FLOPs counted by torch's FlopCounterMode on the convolutions and matrix
+products, forward + backward, times images/s), and peak memory. Each configuration runs in its
+own process so that peak memory (RSS on the CPU, allocator peak on a GPU) is its own.
+
+    python scripts/benchmark_scattering.py  # CPU, writes results/
+    python scripts/benchmark_scattering.py --device cuda --precision bf16-mixed \
+        --channels-last --compile
+
+Results: results/benchmark_scattering.json (all runs, keyed by device) and the table
+results/benchmark_scattering.md (rendered from the JSON, hardware named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "benchmark_scattering.json"
+TABLE = ROOT / "results" / "benchmark_scattering.md"
+WIDTHS = (0.125, 0.25, 0.5, 1.0)
+
+
+def build(name: str, width: float):
+    from scatterlab.models import LearnedScattering, ResNet18
+
+    if name == "resnet18":
+        return ResNet18()
+    return LearnedScattering(width=width, skip=name == "lscat_skip")
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One configuration, in this process: returns its row."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scatterlab.models import count_parameters
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    net = build(args.model, args.width).to(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(args.batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    dtype = torch.bfloat16 if args.precision == "bf16-mixed" else None
+    step_net = torch.compile(net) if args.compile else net
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(step_net(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), y)
+        loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops_per_image = counter.get_total_flops() / args.batch
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(args.warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start, steps = time.perf_counter(), 0
+    while steps < args.min_steps or time.perf_counter() - start < args.min_seconds:
+        step()
+        sync()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    images_per_s = steps * args.batch / elapsed
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "model": args.model,
+        "width": args.width if args.model != "resnet18" else 1.0,
+        "params": count_parameters(net),
+        "batch": args.batch,
+        "images_per_s": images_per_s,
+        "train_gflop_per_image": flops_per_image / 1e9,
+        "achieved_gflop_per_s": flops_per_image * images_per_s / 1e9,
+        "peak_memory_mb": peak_mb,
+        "steps": steps,
+    }
+
+
+def hardware(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name()
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{name}, {len(os.sched_getaffinity(0))} cores"
+
+
+def render(results: dict) -> str:
+    lines = []
+    for key, run in results.items():
+        lines += [
+            f"**{key}** — {run['hardware']}; torch {run['torch']}; batch {run['batch']}; "
+            f"{run['options']}",
+            "",
+            "| model | width | params | train images/s | train GFLOP/image | achieved GFLOP/s "
+            "| peak memory (MB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in run["rows"]:
+            lines.append(
+                f"| {r['model']} | {r['width']:g} | {r['params']:,} | {r['images_per_s']:.1f} "
+                f"| {r['train_gflop_per_image']:.3f} | {r['achieved_gflop_per_s']:.1f} "
+                f"| {r['peak_memory_mb']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
+    p.add_argument("--models", nargs="+", default=["lscat_skip", "lscat", "resnet18"])
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--min-steps", type=int, default=2)
+    p.add_argument("--min-seconds", type=float, default=5.0)
+    p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.single:  # child process: one configuration
+        print(json.dumps(measure(args)))
+        return
+
+    import torch
+    from tqdm import tqdm
+
+    configs = [(m, w) for m in args.models for w in (args.widths if m != "resnet18" else [1.0])]
+    rows = []
+    for model, width in tqdm(configs, desc="benchmark"):
+        cmd = [sys.executable, __file__, "--single", "--model", model, "--width", str(width)]
+        for flag in ("device", "batch", "precision", "warmup", "min_steps", "min_seconds"):
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        cmd += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        tqdm.write(json.dumps(rows[-1]))
+    options = f"precision {args.precision}" + ", channels_last" * args.channels_last
+    options += ", torch.compile" * args.compile
+    key = f"{args.device} ({options})"
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[key] = {
+        "hardware": hardware(args.device),
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "options": options,
+        "rows": rows,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    TABLE.write_text(render(results))
+    print(TABLE.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Train the CIFAR-10 classifiers side by side and record their test accuracy.
+
+Runs `train.py experiment=NAME` for each experiment on the same data, reads each run's
+metrics.json, and writes results/cifar_accuracy.json and the table results/cifar_accuracy.md
+next to the published errors (ICLR 2022 poster, original CIFAR-10).
+
+    # GPU, the papers' recipes (300 epochs), on the JPEG copy of CIFAR-10:
+    python scripts/cifar_accuracy.py --data-root data/cifar10-jpeg --trainer gpu
+    # CPU, reduced (width 1/8, 3 epochs):
+    python scripts/cifar_accuracy.py --data-root data/cifar10-jpeg --reduced
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_scattering import hardware  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "cifar_accuracy.json"
+TABLE = ROOT / "results" / "cifar_accuracy.md"
+# Published test errors (%) on the original CIFAR-10 (scattering.md, ICLR 2022 poster).
+PUBLISHED = {
+    "cifar_scattering": 7.7,
+    "cifar_scattering_noskip": 11.7,
+    "cifar_scat_fixed": 27.7,
+    "cifar_resnet18": None,
+}
+
+
+def run(experiment: str, args: argparse.Namespace, extra: list[str]) -> dict:
+    run_dir = ROOT / "outputs" / "cifar_accuracy" / args.tag / experiment
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"experiment={experiment}",
+        "data=imagefolder",
+        f"data.root={Path(args.data_root).resolve()}",
+        f"trainer={args.trainer}",
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=auto",  # a re-run continues where an interrupted one stopped
+        *extra,
+    ]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def render(results: dict) -> str:
+    lines = []
+    for key, r in results.items():
+        lines += [
+            f"**{key}** — {r['hardware']}; data: CIFAR-10 (JPEG q75); {r['settings']}",
+            "",
+            "| experiment | params | test error (%) | best val error (%) | epochs "
+            "| wall time (min) | published error (%) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, m in r["runs"].items():
+            pub = PUBLISHED.get(name)
+            lines.append(
+                f"| {name} | {m['num_params']:,} | {100 * (1 - m['test/acc']):.1f} "
+                f"| {100 * (1 - m['val/acc_best']):.1f} | {m['last_epoch'] + 1} "
+                f"| {m['wall_time_s'] / 60:.1f} | {pub if pub is not None else 'n/a'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data-root", required=True, help="ImageFolder copy of CIFAR-10")
+    p.add_argument("--trainer", default="cpu")
+    p.add_argument("--reduced", action="store_true", help="width 1/8, --epochs epochs")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--resnet-fraction", type=float, default=0.25, help="reduced: batches/epoch")
+    p.add_argument(
+        "--experiments",
+        nargs="+",
+        default=["cifar_scattering", "cifar_scattering_noskip", "cifar_resnet18"],
+    )
+    p.add_argument("--note", default="", help="appended to the settings line of the table")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = p.parse_args()
+    extra = list(args.overrides) + ["logger=csv"]
+    if args.reduced:
+        # same schedule shape, compressed: lr x0.1 at 2/3 of the epochs
+        step = max(1, (2 * args.epochs) // 3)
+        extra += [f"trainer.max_epochs={args.epochs}", f"module.scheduler.step_size={step}"]
+        settings = f"reduced CPU run: {args.epochs} epochs, lr x0.1 after epoch {step}"
+    else:
+        settings = "full recipe (300 epochs, lr x0.1 every 70)"
+    args.tag = "reduced" if args.reduced else "full"
+    runs = {}
+    for experiment in args.experiments:
+        overrides = list(extra)
+        if args.reduced and experiment != "cifar_resnet18":
+            overrides.append("model.width=0.125")
+        if args.reduced and experiment == "cifar_resnet18":
+            overrides.append(f"+trainer.limit_train_batches={args.resnet_fraction}")
+        runs[experiment] = run(experiment, args, overrides)
+    if args.reduced:
+        settings += (
+            f"; scattering nets at width 1/8; ResNet-18 on {args.resnet_fraction:g} of the "
+            "training batches per epoch"
+        )
+    if args.note:
+        settings += f"; {args.note}"
+    key = f"{args.trainer}, {args.tag}"
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[key] = {
+        "hardware": hardware(args.trainer.replace("gpu", "cuda")),
+        "settings": settings,
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    TABLE.write_text(render(results))
+    print(TABLE.read_text())
+
+
+if __name__ == "__main__":
+    main()
