@@ -1,4 +1,4 @@
-"""Data modules: embedded digits, ImageFolder decoding and caching, seeded order and augmentation."""
+"""Data modules: embedded digits, ImageFolder decoding and caching, seeded order, augmentation."""
 
 from pathlib import Path
 
