@@ -78,7 +78,9 @@ def main() -> None:
     p.add_argument("--trainer", default="cpu")
     p.add_argument("--reduced", action="store_true", help="width 1/8, --epochs epochs")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--resnet-fraction", type=float, default=0.25, help="reduced: batches/epoch")
+    p.add_argument(
+        "--train-fraction", type=float, default=1.0, help="reduced: fraction of batches/epoch"
+    )
     p.add_argument(
         "--experiments",
         nargs="+",
@@ -101,14 +103,13 @@ def main() -> None:
         overrides = list(extra)
         if args.reduced and experiment != "cifar_resnet18":
             overrides.append("model.width=0.125")
-        if args.reduced and experiment == "cifar_resnet18":
-            overrides.append(f"+trainer.limit_train_batches={args.resnet_fraction}")
+        if args.reduced and args.train_fraction < 1:
+            overrides.append(f"+trainer.limit_train_batches={args.train_fraction}")
         runs[experiment] = run(experiment, args, overrides)
     if args.reduced:
-        settings += (
-            f"; scattering nets at width 1/8; ResNet-18 on {args.resnet_fraction:g} of the "
-            "training batches per epoch"
-        )
+        settings += "; scattering nets at width 1/8, ResNet-18 at full width"
+        if args.train_fraction < 1:
+            settings += f"; {args.train_fraction:g} of the training batches per epoch"
     if args.note:
         settings += f"; {args.note}"
     key = f"{args.trainer}, {args.tag}"

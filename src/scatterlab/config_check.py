@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any
 
+import torch
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
@@ -150,6 +151,8 @@ def _matches(value: Any, tp: Any) -> bool | None:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if tp is str:
         return isinstance(value, str)
+    if tp is torch.Tensor:  # e.g. optimizers' lr: Union[float, Tensor]; a config gives numbers
+        return isinstance(value, int | float) and not isinstance(value, bool)
     container = origin or tp
     if container in (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection):
         if not isinstance(value, list | tuple):

@@ -1,0 +1,66 @@
+"""Table of one rainbow run (its metrics.json) -> results/rainbow_<name>.md.
+
+  .venv/bin/python scripts/rainbow_report.py outputs/rainbow_quickstart --name quickstart \\
+      --title "experiment=quickstart_rainbow (digits)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from rainbow_width_sweep import hardware  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("run_dir")
+    p.add_argument("--name", default="quickstart")
+    p.add_argument("--title", default="")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    m = json.loads((Path(args.run_dir) / "metrics.json").read_text())
+
+    def pct(key: str) -> str:
+        return f"{100 * m[key]:.1f}" if key in m else "n/a"
+
+    lines = [
+        f"Hardware: {hardware(args.device)}. {args.title} "
+        f"(run time {m.get('wall_time_s', float('nan')):.0f} s, training included).",
+        "",
+        "| trained | trained, exact statistics | rainbow (mean of samples) | rainbow sample std | "
+        "rainbow + trained classifier | random-rotation control |",
+        "|---|---|---|---|---|---|",
+        f"| {pct('trained_acc')} | {pct('trained_acc_exact_stats')} | {pct('rainbow_acc')} | "
+        f"{pct('rainbow_acc_std')} | {pct('rainbow_trained_classifier_acc')} | "
+        f"{pct('rotation_control_acc')} |",
+        "",
+        "| aligned representation | relative alignment error | explained variance r2 |",
+        "|---|---|---|",
+    ]
+    for k in m:
+        if k.startswith("alignment_error/"):
+            name = k.split("/", 1)[1]
+            lines.append(f"| input of {name} | {m[k]:.3f} | {m[f'alignment_r2/{name}']:.3f} |")
+    clip = sorted((int(k.split("/k")[1]), v) for k, v in m.items() if k.startswith("clip_acc/"))
+    if clip:
+        lines += [
+            "",
+            "Clipping (accuracy % when the layer's weights keep their top-k eigen-components):",
+            "",
+            "| k | " + " | ".join(str(k) for k, _ in clip) + " |",
+            "|---|" + "---|" * len(clip),
+            "| acc | " + " | ".join(f"{100 * v:.1f}" for _, v in clip) + " |",
+        ]
+    out = ROOT / "results" / f"rainbow_{args.name}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""LightningDataModule serving phi^4 and Gaussian lattice fields (cached on disk).
+
+Batches are float tensors (B, 1, L, L) in physical units (no standardisation: the WSGM/SGM
+models standardise internally and the phi^4 energy metric needs raw values). Training batches
+get random periodic shifts and flips, exact symmetries of the lattice distribution.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from scatterlab.errors import ConfigError
+from scatterlab.wsgm.phi4 import Phi4Config, generate_phi4, sample_gaussian_field
+
+FIELDS = ("phi4", "gaussian", "gaussian_hmc")
+
+
+class Phi4DataModule(L.LightningDataModule):
+    """phi^4 (``field="phi4"``, HMC), Gaussian mass-term field sampled exactly
+    (``"gaussian"``, FFT) or by the same HMC (``"gaussian_hmc"``), split train/val/test.
+
+    The simulation is cached in ``cache_dir`` under a hash of all its parameters.
+    ``energy_params`` tells the WSGM module which energy to evaluate on samples.
+    """
+
+    def __init__(
+        self,
+        size: int = 32,
+        beta: float = 0.68,
+        field: str = "phi4",
+        mass2: float = 0.1,
+        n_train: int = 2048,
+        n_val: int = 256,
+        n_test: int = 512,
+        n_chains: int = 256,
+        n_therm: int = 200,
+        thin: int = 5,
+        dt: float = 0.2,
+        n_leapfrog: int = 8,
+        fourier_accel: bool = True,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        augment: bool = True,
+        sim_device: str = "cpu",
+        progress: bool = True,
+        image_size: int | None = None,
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        if image_size is not None and image_size != size:
+            raise ConfigError(f"data.image_size={image_size} differs from data.size={size}")
+        if in_channels != 1:
+            raise ConfigError(f"lattice fields have 1 channel, got data.in_channels={in_channels}")
+        if field not in FIELDS:
+            raise ConfigError(f"unknown data.field {field!r}: use one of {FIELDS}")
+        if min(n_train, n_val, n_test) < 1 or batch_size < 1:
+            raise ConfigError("data.n_train, n_val, n_test and batch_size must be positive")
+        self.size, self.beta, self.field, self.mass2 = size, beta, field, mass2
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.sim = Phi4Config(
+            size=size,
+            beta=beta,
+            mass2=mass2 if field == "gaussian_hmc" else None,
+            n_samples=n_train + n_val + n_test,
+            n_chains=n_chains,
+            n_therm=n_therm,
+            thin=thin,
+            dt=dt,
+            n_leapfrog=n_leapfrog,
+            fourier_accel=fourier_accel,
+            seed=seed,
+        )
+        self.sim.validate()
+        self.seed, self.cache_dir = seed, cache_dir
+        self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+        self.sim_device, self.progress = sim_device, progress
+        self.channels, self.image_size = 1, size
+        self.splits: dict[str, torch.Tensor] = {}
+
+    @property
+    def energy_params(self) -> dict[str, float | None]:
+        return {"beta": self.beta, "mass2": None if self.field == "phi4" else self.mass2}
+
+    def _generate(self) -> torch.Tensor:
+        if self.field == "gaussian":
+            g = torch.Generator().manual_seed(self.seed)
+            return sample_gaussian_field(self.sim.n_samples, self.size, self.beta, self.mass2, g)
+        return generate_phi4(
+            self.sim, self.cache_dir, device=self.sim_device, progress=self.progress
+        )
+
+    def prepare_data(self) -> None:
+        if self.field != "gaussian":
+            self._generate()  # fills the cache once (rank 0)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x = self._generate()
+        a, b = self.n_train, self.n_train + self.n_val
+        self.splits = {"train": x[:a], "val": x[a:b], "test": x[b:]}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = TensorDataset(self.splits[split])
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=g,
+            num_workers=self.num_workers,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment and self.trainer is not None and self.trainer.training:
+            (x,) = batch
+            sh = torch.randint(0, self.size, (2,)).tolist()
+            x = torch.roll(x, sh, (-2, -1))
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+            if torch.rand(()) < 0.5:
+                x = x.transpose(-2, -1)
+            batch = [x]
+        return batch

@@ -1,0 +1,77 @@
+"""Weight covariances, their spectra, Gaussian sampling, clipping and controls.
+
+A layer's weight matrix W is (N, D): N neurons (rows), D input features. The covariance is the
+reference's C = W^T W / N, **uncentred** and divided by the number of neurons; with several
+networks their aligned rows are concatenated (N_tot = M N). All results are float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from scatterlab.rainbow.stats import procrustes
+
+
+def weight_covariance(weights: Sequence[Tensor] | Tensor) -> Tensor:
+    """C = W^T W / N_tot over the rows of all given (N_m, D) matrices -> (D, D) float64."""
+    if isinstance(weights, Tensor):
+        weights = [weights]
+    w = torch.cat([x.detach().double().reshape(x.shape[0], -1) for x in weights])
+    return w.T @ w / w.shape[0]
+
+
+def spectrum(cov: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues in decreasing order (D,) and eigenvectors as columns (D, D)."""
+    vals, vecs = torch.linalg.eigh(cov.double())
+    return vals.flip(0).clamp_min(0), vecs.flip(1)
+
+
+def sample_rows(cov: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """n i.i.d. rows w ~ N(0, C): W = G Lambda^{1/2} V^T with G white. (n, D) float64."""
+    vals, vecs = spectrum(cov)
+    g = torch.randn(n, cov.shape[0], dtype=torch.float64, generator=generator)
+    return (g * vals.sqrt()) @ vecs.T.to(g.device)
+
+
+def clip_to_top_k(weight: Tensor, cov: Tensor, k: int) -> Tensor:
+    """Project the rows of weight (N, D) onto the top-k eigenvectors of C: W V_k V_k^T."""
+    _, vecs = spectrum(cov)
+    vk = vecs[:, :k].to(weight.device, torch.float64)
+    return (weight.double() @ vk @ vk.T).to(weight.dtype)
+
+
+def random_orthogonal(d: int, generator: torch.Generator | None = None) -> Tensor:
+    """A Haar-distributed random orthogonal matrix (d, d) float64 (QR with sign fix)."""
+    q, r = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=generator))
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def mean_network_alignments(pairwise: Tensor, num_iters: int = 2) -> list[Tensor]:
+    """Align M networks to their iteratively computed mean network.
+
+    pairwise: (M, M, D, D) with pairwise[a, b] = E[psi_a psi_b^T] (the representations of the
+    M networks at one layer). Iteration 0 aligns every network to network 0; then the mean
+    network phi = (1/M) sum_k A_k psi_k is formed and every network realigned to it, using
+    E[phi psi_m^T] = (1/M) sum_k A_k E[psi_k psi_m^T] (no new pass over the data).
+    Returns A_m (D, D) with A_m psi_m ~ phi_mean.
+    """
+    m = pairwise.shape[0]
+    aligns = [procrustes(pairwise[0, b])[0] for b in range(m)]
+    for _ in range(num_iters):
+        cross_mean = [sum(aligns[k] @ pairwise[k, b] for k in range(m)) / m for b in range(m)]
+        aligns = [procrustes(c)[0] for c in cross_mean]
+    return aligns
+
+
+def power_law_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit y = c x^alpha in log-log coordinates -> (alpha, c)."""
+    lx = torch.tensor(list(x), dtype=torch.float64).log()
+    ly = torch.tensor(list(y), dtype=torch.float64).log()
+    if len(lx) < 2:
+        return float("nan"), float("nan")
+    design = torch.stack([lx, torch.ones_like(lx)], 1)
+    sol = torch.linalg.lstsq(design, ly[:, None]).solution.flatten()
+    return float(sol[0]), float(sol[1].exp())
