@@ -41,6 +41,17 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+@pytest.fixture
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread is faster (restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def quickstart_run(tmp_path_factory) -> Path:
     """The README's main job (experiment=quickstart), run once for the whole session."""

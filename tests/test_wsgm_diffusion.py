@@ -18,14 +18,7 @@ from scatterlab.wsgm import (
     time_grid,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is faster (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NET = {"base_channels": 8, "channel_mult": [1, 2]}

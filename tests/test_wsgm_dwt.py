@@ -6,14 +6,7 @@ import torch
 from scatterlab.errors import ConfigError
 from scatterlab.wsgm import SGM, WSGM, DWT2d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is faster (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WAVELETS = ["haar", "db2", "db4"]

@@ -107,6 +107,12 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = {k: TensorImages(*v) for k, v in self.load().items()}
+            for name in ("val", "test"):
+                # A fixed shuffle, so that any prefix (limit_val_batches) holds every class
+                # even when the files were listed class by class.
+                data = self.splits[name]
+                order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+                self.splits[name] = TensorImages(data.images[order], data.labels[order])
 
     def _per_device_batch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
