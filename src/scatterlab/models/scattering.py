@@ -66,13 +66,16 @@ class Wavelet(nn.Module):
         weight = self.filters.to(y.dtype).repeat(C, 1, 1, 1)
         y = F.conv2d(y, weight, stride=2 if self.subsample else 1, groups=C)
         y = y.view(B, C, 1 + 2 * L, *y.shape[-2:])
-        low = y[:, :, 0]
-        r_re, r_im = y[:, :n, 1 : 1 + L], y[:, :n, 1 + L :]  # filters on real parts
-        i_re, i_im = y[:, n:, 1 : 1 + L], y[:, n:, 1 + L :]  # filters on imaginary parts
+        # split (not slicing) so that backward concatenates gradients instead of adding each
+        # slice's gradient into a zero tensor of the full size
+        low, psi_re, psi_im = y.split([1, L, L], dim=2)
+        # channels: real parts of the m complex ones, the n - m real ones, imaginary parts
+        a_re, x_re, b_re = psi_re.split([m, n - m, m], dim=1)
+        a_im, x_im, b_im = psi_im.split([m, n - m, m], dim=1)
         # (a + ib) * (psi_r + i psi_i) = (a*psi_r - b*psi_i) + i (a*psi_i + b*psi_r)
-        high_re = torch.cat([r_re[:, :m] - i_im, r_re[:, m:]], 1).flatten(1, 2)
-        high_im = torch.cat([r_im[:, :m] + i_re, r_im[:, m:]], 1).flatten(1, 2)
-        return low, high_re, high_im
+        high_re = torch.cat([a_re - b_im, x_re], 1).flatten(1, 2)
+        high_im = torch.cat([a_im + b_re, x_im], 1).flatten(1, 2)
+        return low.squeeze(2), high_re, high_im
 
 
 def _modulus(re: Tensor, im: Tensor) -> Tensor:
