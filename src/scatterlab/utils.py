@@ -53,6 +53,16 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def progress_bar(refresh_rate: int = 1, log_refresh_rate: int = 50):
+    """Rich progress bar in a terminal; in logs (SLURM, CI, nohup) tqdm lines every
+    `log_refresh_rate` batches, since Rich prints nothing until the end there."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    if sys.stdout.isatty():
+        return RichProgressBar(refresh_rate=refresh_rate)
+    return TQDMProgressBar(refresh_rate=log_refresh_rate)
+
+
 def instantiate_all(cfg: DictConfig | None, **kwargs: Any) -> list[Any]:
     """Instantiate every entry of a group like `callbacks` or `logger` that has a _target_."""
     if not cfg:
