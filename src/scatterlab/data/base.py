@@ -50,6 +50,14 @@ class SeededSampler(Sampler[int]):
         return self.n
 
 
+def step_generator(trainer: L.Trainer, seed: int) -> torch.Generator:
+    """CPU generator for the random draws of one training step: a function of (seed, step,
+    rank) only, so a resumed run augments exactly as an uninterrupted one."""
+    return torch.Generator().manual_seed(
+        (seed * 1_000_003 + trainer.global_step) * 64 + trainer.global_rank
+    )
+
+
 def crop_flip(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
     """Random crop after zero padding, and random horizontal flip, per image of a batch.
 
@@ -144,10 +152,9 @@ class ImageDataModule(L.LightningDataModule):
         if x.dtype == torch.uint8:
             training = self.trainer is not None and self.trainer.training
             if training and (self.crop_padding or self.flip):
-                rank = self.trainer.global_rank
-                step = self.trainer.global_step
-                g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 64 + rank)
-                x = crop_flip(x, self.crop_padding, self.flip, g)
+                x = crop_flip(
+                    x, self.crop_padding, self.flip, step_generator(self.trainer, self.seed)
+                )
             x = normalize(x, self.mean, self.std)
         return x, y
 

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from scatterlab.data.base import SeededSampler, step_generator
 from scatterlab.errors import ConfigError
 from scatterlab.wsgm.phi4 import Phi4Config, generate_phi4, sample_gaussian_field
 
@@ -106,12 +107,12 @@ class Phi4DataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = TensorDataset(self.splits[split])
-        g = torch.Generator().manual_seed(self.seed)
+        world = self.trainer.world_size if self.trainer is not None else 1
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=g,
+            batch_size=max(1, self.batch_size // world),
+            # the same seeded, resume-safe order as the image data modules
+            sampler=SeededSampler(len(ds), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             drop_last=shuffle,
         )
@@ -128,11 +129,12 @@ class Phi4DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augment and self.trainer is not None and self.trainer.training:
             (x,) = batch
-            sh = torch.randint(0, self.size, (2,)).tolist()
+            g = step_generator(self.trainer, self.seed)
+            sh = torch.randint(0, self.size, (2,), generator=g).tolist()
             x = torch.roll(x, sh, (-2, -1))
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=g) < 0.5:
                 x = x.flip(-1)
-            if torch.rand(()) < 0.5:
+            if torch.rand((), generator=g) < 0.5:
                 x = x.transpose(-2, -1)
             batch = [x]
         return batch
