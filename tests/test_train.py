@@ -100,6 +100,7 @@ def test_multirun_from_cli(tmp_path: Path) -> None:
         (["model.widht=2"], "model.widht"),
         (["model.width=abc"], "model.width='abc' must be of type float"),
         (["model.nonlinearity=sigmoid"], "model.nonlinearity='sigmoid' is unknown"),
+        (["data=imagefolder"], "data.root has no value"),
     ],
 )
 def test_bad_config_fails_clearly(overrides: list[str], message: str, tmp_path: Path) -> None:

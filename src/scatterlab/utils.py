@@ -16,6 +16,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from scatterlab.errors import CheckpointError, ScatterlabError
 
@@ -36,6 +37,8 @@ def user_errors() -> Iterator[None]:
         raise
     except ScatterlabError as e:
         _fail(str(e))
+    except MissingMandatoryValue as e:
+        _fail(f"{e.full_key} has no value (???): give it on the command line, {e.full_key}=...")
 
 
 def _fail(message: str) -> None:
