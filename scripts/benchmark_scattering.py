@@ -2,8 +2,12 @@
 
 For each model: images/s of a training step (forward + backward + SGD step) at batch 128,
 achieved FLOP/s (FLOPs counted by torch's FlopCounterMode on the convolutions and matrix
-products, forward + backward, times images/s), and peak memory. Each configuration runs in its
-own process so that peak memory (RSS on the CPU, allocator peak on a GPU) is its own.
+products, forward + backward, times images/s), and peak memory. The FLOPs are nominal: the
+wavelet filtering is counted as the 7x7 depthwise convolution it is, although small maps run
+it as a denser (faster) matrix product whose extra multiply-adds by zero are not useful work.
+Each configuration runs in its own process so that peak memory (RSS on the CPU, allocator
+peak on a GPU) is its own. On the CPU, children run with glibc malloc tunables that keep
+freed memory (see MALLOC_TUNABLES; --system-malloc to compare).
 
     python scripts/benchmark_scattering.py  # CPU, writes results/
     python scripts/benchmark_scattering.py --device cuda --precision bf16-mixed \
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -28,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "benchmark_scattering.json"
 TABLE = ROOT / "results" / "benchmark_scattering.md"
 WIDTHS = (0.125, 0.25, 0.5, 1.0)
+MALLOC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
 def build(name: str, width: float):
@@ -44,6 +50,7 @@ def measure(args: argparse.Namespace) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from scatterlab.models import count_parameters
+    from scatterlab.models.scattering import Wavelet
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -63,11 +70,17 @@ def measure(args: argparse.Namespace) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    wavelets = [m for m in net.modules() if isinstance(m, Wavelet)]
+    matmul_max_pixels = {w: w.matmul_max_pixels for w in wavelets}
+    for w in wavelets:  # count the convolution's multiply-adds, not the GEMM's
+        w.matmul_max_pixels = 0
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = torch.nn.functional.cross_entropy(net(x).float(), y)
         loss.backward()
     opt.zero_grad(set_to_none=True)
+    for w in wavelets:
+        w.matmul_max_pixels = matmul_max_pixels[w]
     flops_per_image = counter.get_total_flops() / args.batch
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -113,8 +126,6 @@ def hardware(device: str) -> str:
                 break
     except OSError:
         pass
-    import os
-
     return f"{name}, {len(os.sched_getaffinity(0))} cores"
 
 
@@ -148,9 +159,12 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS))
     p.add_argument("--models", nargs="+", default=["lscat_skip", "lscat", "resnet18"])
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--min-steps", type=int, default=2)
     p.add_argument("--min-seconds", type=float, default=5.0)
+    p.add_argument(
+        "--system-malloc", action="store_true", help="CPU: keep glibc's default malloc settings"
+    )
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--width", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -163,6 +177,12 @@ def main() -> None:
     import torch
     from tqdm import tqdm
 
+    env = dict(os.environ)
+    if args.device == "cpu" and not args.system_malloc:
+        # glibc returns every large freed tensor to the OS (munmap) and page-faults it back on
+        # the next step: half the time went to the kernel at batch 128. Serving all
+        # allocations from the heap and never trimming it removes that (same for all models).
+        env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
     configs = [(m, w) for m in args.models for w in (args.widths if m != "resnet18" else [1.0])]
     rows = []
     for model, width in tqdm(configs, desc="benchmark"):
@@ -170,10 +190,12 @@ def main() -> None:
         for flag in ("device", "batch", "precision", "warmup", "min_steps", "min_seconds"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         tqdm.write(json.dumps(rows[-1]))
     options = f"precision {args.precision}" + ", channels_last" * args.channels_last
+    if env.get("GLIBC_TUNABLES"):
+        options += ", malloc without mmap/trim (GLIBC_TUNABLES)"
     options += ", torch.compile" * args.compile
     key = f"{args.device} ({options})"
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -77,6 +77,22 @@ def test_wavelet_on_complex_input_matches_complex_convolution() -> None:
     torch.testing.assert_close(as_complex(low, 3).to(torch.complex128), expected_low)
 
 
+@pytest.mark.parametrize("subsample", [True, False])
+@pytest.mark.parametrize("size", [16, 9, 4])
+def test_wavelet_matrix_equals_convolution(subsample: bool, size: int) -> None:
+    """The GEMM path (built matrix, or built on first use for other sizes) is the convolution."""
+    torch.manual_seed(0)
+    fast = Wavelet(L=4, kind="half_octave_1", subsample=subsample, size=16).double()
+    slow = Wavelet(L=4, kind="half_octave_1", subsample=subsample, matmul_max_pixels=0).double()
+    x = torch.randn(2, 3 + 2, size, size, dtype=torch.float64, requires_grad=True)
+    outs = [torch.cat([t.flatten(1) for t in w(x, m=2)], 1) for w in (fast, slow)]
+    torch.testing.assert_close(outs[0], outs[1])
+    g = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad(o, x, g)[0] for o in outs]
+    torch.testing.assert_close(grads[0], grads[1])
+    assert fast.matrix is not None and slow.matrix is None
+
+
 def test_complex_projection_is_complex_matrix_product() -> None:
     torch.manual_seed(0)
     proj = Projection(in_channels=6, num_complex=4, out_channels=5).double()
