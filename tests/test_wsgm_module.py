@@ -99,3 +99,25 @@ def test_bad_wsgm_config_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(Exception) as info:
         instantiate(cfg.model)
     assert isinstance(info.value.__cause__ or info.value, ConfigError)
+
+
+def test_pixels_per_scale_gives_coarse_scales_more_images(tmp_path: Path) -> None:
+    """module.pixels_per_scale: every scale trains on about the same number of pixels."""
+    overrides = ["experiment=quickstart_wsgm", "logger=csv", "model.levels=2", "data.size=16"]
+    cfg = _compose([*overrides, "module.pixels_per_scale=512"], tmp_path)
+    module = instantiate(cfg.module)
+    seen = []  # (images, resolution) each scale's diffusion loss was given
+    loss = module.net.diffusion.loss
+    module.net.diffusion.loss = lambda net, x0, cond=None: (  # record, then compute as usual
+        seen.append((x0.shape[0], x0.shape[-1])) or loss(net, x0, cond)
+    )
+    module.net.fit_stats(torch.randn(64, 1, 16, 16))
+    module.training_step(torch.randn(64, 1, 16, 16), 0)
+    # coarsest 4x4 low-pass: 512 / 16 = 32 images; finest (8x8) details given their 8x8
+    # low-pass: 512 / 64 = 8; coarser 4x4 details: 32
+    assert seen == [(32, 4), (8, 8), (32, 4)]
+    sgm = ["experiment=phi4_sgm", "logger=csv", "module.pixels_per_scale=512"]
+    cfg = _compose(sgm, tmp_path)
+    with pytest.raises(Exception, match="pixels_per_scale") as info:
+        instantiate(cfg.module)
+    assert isinstance(info.value.__cause__ or info.value, ConfigError)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from scatterlab.errors import ConfigError
-from scatterlab.wsgm.diffusion import GRIDS, ScoreModel, ema_decay_at, ema_update
+from scatterlab.wsgm.diffusion import GRIDS, WSGM, ScoreModel, ema_decay_at, ema_update
 from scatterlab.wsgm.metrics import (
     energy_per_site,
     histogram_distance,
@@ -56,10 +56,17 @@ class WSGMModule(L.LightningModule):
         fid: bool = True,
         output_dir: str | None = None,
         num_threads: int | None = None,
+        pixels_per_scale: int | None = None,
     ) -> None:
         super().__init__()
         if grid not in GRIDS:
             raise ConfigError(f"unknown module.grid {grid!r}: use one of {GRIDS}")
+        if pixels_per_scale is not None and not isinstance(net, WSGM):
+            raise ConfigError(
+                "module.pixels_per_scale is for WSGM models (model=wsgm): set it to null"
+            )
+        if pixels_per_scale is not None and pixels_per_scale < 1:
+            raise ConfigError(f"module.pixels_per_scale must be >= 1, got {pixels_per_scale}")
         if n_samples < 1 or sample_steps < 1 or sample_batch < 1:
             raise ConfigError("module.n_samples, sample_steps and sample_batch must be >= 1")
         # Partial optimizers are not checkpoint-safe (weights_only loading): keep them aside.
@@ -100,7 +107,10 @@ class WSGMModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = _images(batch).float()
-        loss, parts = self.net.loss(x)
+        if self.hparams.pixels_per_scale is None:
+            loss, parts = self.net.loss(x)
+        else:  # each scale trains on the same number of pixels (coarse ones on more images)
+            loss, parts = self.net.loss(x, self.hparams.pixels_per_scale)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=x.shape[0])
         return loss
