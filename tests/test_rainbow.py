@@ -18,6 +18,8 @@ from scatterlab.rainbow import (
     align,
     block_input_alignment,
     evaluate,
+    gaussianity,
+    marchenko_pastur_outside,
     parse_layers,
     procrustes,
     random_orthogonal,
@@ -109,6 +111,28 @@ def test_gaussian_samples_have_the_covariance() -> None:
     cov = b @ b.T / 6
     w = sample_rows(cov, 200_000, g)
     assert torch.allclose(weight_covariance(w), cov, atol=0.03 * cov.abs().max())
+
+
+def test_gaussianity_tests_accept_gaussian_and_reject_uniform_weights() -> None:
+    """Rows drawn from N(0, C) pass the KS test and are white after whitening (MP bulk);
+    uniform components of the same covariance fail the KS test."""
+    g = torch.Generator().manual_seed(0)
+    d, n = 40, 4000
+    vals = torch.arange(1, d + 1, dtype=torch.float64) ** -1.5  # a decaying spectrum
+    q = random_orthogonal(d, g)
+    cov = q @ torch.diag(vals) @ q.T
+    w = sample_rows(cov, n, g)
+    out = gaussianity(w, cov, components=(1, 10))
+    assert out["ks_p/r1"] > 0.01 and out["ks_p/r10"] > 0.01
+    assert out["mp_outside_colored"] > 0.3  # the spiked spectrum sticks out of the bulk
+    assert out["mp_outside_whitened"] < 0.05
+    # same covariance, uniform components (variance 1): KS rejects
+    u = (torch.rand(n, d, dtype=torch.float64, generator=g) - 0.5) * 12**0.5
+    w_uniform = (u * vals.sqrt()) @ q.T
+    bad = gaussianity(w_uniform, cov, components=(1,))
+    assert bad["ks_p/r1"] < 1e-4
+    # more features than neurons: the nonzero eigenvalues still fill the MP bulk
+    assert marchenko_pastur_outside(torch.randn(50, 200, generator=g)) < 0.05
 
 
 def test_mean_network_alignment_of_rotated_copies() -> None:

@@ -146,3 +146,12 @@ def test_bad_model_config() -> None:
         LearnedScattering(width=-1)
     with pytest.raises(ConfigError, match="too small"):
         LearnedScattering(input_size=4)
+
+
+def test_double_precision_model_trains() -> None:
+    """float64 models (used for exact checks) keep float64 statistics."""
+    net = LearnedScattering(widths=(8, 16), input_size=16).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    net(x).sum().backward()
+    std = net.blocks[1].standardization
+    assert std.running_mean.dtype == torch.float64 and std.running_mean.abs().sum() > 0

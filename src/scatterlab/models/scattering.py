@@ -121,9 +121,13 @@ class Wavelet(nn.Module):
         a_re, x_re, b_re = psi_re.split([m, n - m, m], dim=1)
         a_im, x_im, b_im = psi_im.split([m, n - m, m], dim=1)
         # (a + ib) * (psi_r + i psi_i) = (a*psi_r - b*psi_i) + i (a*psi_i + b*psi_r)
-        high_re = torch.cat([a_re - b_im, x_re], 1).flatten(1, 2)
-        high_im = torch.cat([a_im + b_re, x_im], 1).flatten(1, 2)
-        return low.squeeze(2), high_re, high_im
+        if m == 0:  # real input (the first block, real P_j)
+            high_re, high_im = x_re, x_im
+        elif m == n:  # complex input: no concatenation (a copy) needed
+            high_re, high_im = a_re - b_im, a_im + b_re
+        else:
+            high_re, high_im = torch.cat([a_re - b_im, x_re], 1), torch.cat([a_im + b_re, x_im], 1)
+        return low.squeeze(2), high_re.flatten(1, 2), high_im.flatten(1, 2)
 
 
 def _modulus(re: Tensor, im: Tensor) -> Tensor:
@@ -200,7 +204,9 @@ class Standardization(nn.Module):
         """(mean, 1 / std) per feature: of the batch when training (updating the running
         estimates), the running estimates otherwise."""
         if self.training:
-            var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
+            # statistics in float32 at least (bf16 activations), float64 for double models
+            xs = x.to(torch.promote_types(x.dtype, self.running_mean.dtype))
+            var, mean = torch.var_mean(xs, dim=(0, 2, 3), correction=0)
             var = self._pool_complex(var)
             with torch.no_grad():
                 count = x.numel() / x.shape[1]
@@ -342,11 +348,14 @@ class ScatteringBlock(nn.Module):
         low, high_re, high_im = self.wavelet(x, m)
         low_re, low_im = split(low, m)
         low_c_re, low_r = low_re[:, :m], low_re[:, m:]
+        if self.skip and self.nonlinearity.kind == "modulus":
+            # The paper's model, with a single concatenation (each one copies every feature):
+            # the same features as the general path below.
+            mod = [_modulus(low_c_re, low_im), _modulus(high_re, high_im), low_r.abs()]
+            return torch.cat([low_c_re, high_re, low_r, *mod, low_im, high_im], 1)
         if self.skip:
-            nl_re, nl_im, nl_x = self.nonlinearity(
-                torch.cat([low_c_re, high_re], 1), torch.cat([low_im, high_im], 1), low_r
-            )
             lin_re, lin_im = torch.cat([low_c_re, high_re], 1), torch.cat([low_im, high_im], 1)
+            nl_re, nl_im, nl_x = self.nonlinearity(lin_re, lin_im, low_r)
         else:
             nl_re, nl_im, nl_x = self.nonlinearity(high_re, high_im, high_re[:, :0])
             lin_re, lin_im = low_c_re, low_im

@@ -26,7 +26,7 @@ from torch.utils.data import default_collate
 from scatterlab.errors import CheckpointError, ConfigError
 from scatterlab.modules.classification import ClassificationModule
 from scatterlab.rainbow import network as rn
-from scatterlab.rainbow.weights import spectrum
+from scatterlab.rainbow.weights import gaussianity, spectrum
 from scatterlab.utils import load_checkpoint
 
 log = logging.getLogger("scatterlab")
@@ -189,6 +189,10 @@ class RainbowModule(ClassificationModule):
             rn.reestimate_statistics(other, train)
         covs = rn.layer_covariances(nets, self.layers, train)
         self._covs = covs
+        if len(nets) > 1:  # with C from this network alone its whitened weights are white
+            for j, cov in covs.items():
+                for k, v in gaussianity(ref.blocks[j].proj.weight, cov).items():
+                    m[f"gaussianity/blocks.{j}.proj/{k}"] = v
         accs, accs_cls, errors = [], [], {}
         for s in range(cfg["num_samples"]):
             new, rep = rn.resample(ref, covs, train, cfg["method"], g)

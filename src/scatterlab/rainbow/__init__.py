@@ -18,6 +18,8 @@ from scatterlab.rainbow.network import (
 from scatterlab.rainbow.stats import MomentAccumulator, align, procrustes, standardized_alignment
 from scatterlab.rainbow.weights import (
     clip_to_top_k,
+    gaussianity,
+    marchenko_pastur_outside,
     power_law_fit,
     random_orthogonal,
     sample_rows,
@@ -32,7 +34,9 @@ __all__ = [
     "clip_layer",
     "clip_to_top_k",
     "evaluate",
+    "gaussianity",
     "layer_covariances",
+    "marchenko_pastur_outside",
     "parse_layers",
     "power_law_fit",
     "procrustes",

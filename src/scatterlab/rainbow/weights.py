@@ -75,3 +75,47 @@ def power_law_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]
     design = torch.stack([lx, torch.ones_like(lx)], 1)
     sol = torch.linalg.lstsq(design, ly[:, None]).solution.flatten()
     return float(sol[0]), float(sol[1].exp())
+
+
+def whitened_components(weight: Tensor, cov: Tensor) -> Tensor:
+    """G = W V Lambda^{-1/2} (N, D): the rows of W on the eigenvectors of C (decreasing),
+    each component divided by its standard deviation; white i.i.d. N(0, 1) when the rows of W
+    are N(0, C). Components with zero eigenvalue are left at 0."""
+    vals, vecs = spectrum(cov)
+    inv = torch.where(vals > vals[0] * 1e-12, vals.clamp_min(1e-300).rsqrt(), 0.0)
+    return weight.detach().double().to(vecs.device) @ vecs * inv
+
+
+def marchenko_pastur_outside(weight: Tensor) -> float:
+    """Fraction of the nonzero eigenvalues of W^T W / N (per-entry variance 1) outside the
+    Marchenko-Pastur bulk [(1 - sqrt(q))^2, (1 + sqrt(q))^2], q = D / N, of a white matrix."""
+    w = weight.detach().double()
+    n, d = w.shape
+    gram = w.T @ w / n if d <= n else w @ w.T / n  # same nonzero eigenvalues, smaller side
+    vals = torch.linalg.eigvalsh(gram)
+    vals = vals / (vals.sum() / d)  # per-entry variance = trace / D
+    q = d / n
+    lo, hi = (1 - q**0.5) ** 2, (1 + q**0.5) ** 2
+    return float(((vals < lo) | (vals > hi)).double().mean())
+
+
+def gaussianity(weight: Tensor, cov: Tensor, components: Sequence[int] = (1, 10, 100)) -> dict:
+    """Tests of "the rows of W are N(0, C)" (the rainbow paper's Gaussianity checks).
+
+    ks_p/r{r}: Kolmogorov-Smirnov p-value of whitened component r (1-based, by decreasing
+    eigenvalue of C) against N(0, 1); mp_outside_colored / mp_outside_whitened: fractions of
+    eigenvalues outside the Marchenko-Pastur bulk before and after whitening by C. With C
+    estimated from this W alone the whitened matrix is exactly white: use C from several
+    networks (the paper: 50).
+    """
+    from scipy.stats import kstest
+
+    g = whitened_components(weight, cov)
+    out = {
+        f"ks_p/r{r}": float(kstest(g[:, r - 1].cpu().numpy(), "norm").pvalue)
+        for r in components
+        if r <= g.shape[1]
+    }
+    out["mp_outside_colored"] = marchenko_pastur_outside(weight)
+    out["mp_outside_whitened"] = marchenko_pastur_outside(g)
+    return out
