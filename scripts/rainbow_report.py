@@ -23,7 +23,15 @@ def main() -> None:
     p.add_argument("--name", default="quickstart")
     p.add_argument("--title", default="")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--published-clip",
+        nargs="*",
+        default=[],
+        metavar="K=ACC",
+        help="published clipping accuracies (%%) for a comparison row, e.g. 1=18.82 5=45.37",
+    )
     args = p.parse_args()
+    published = {int(k): float(v) for k, v in (item.split("=") for item in args.published_clip)}
     m = json.loads((Path(args.run_dir) / "metrics.json").read_text())
 
     def pct(key: str) -> str:
@@ -57,6 +65,9 @@ def main() -> None:
             "|---|" + "---|" * len(clip),
             "| acc | " + " | ".join(f"{100 * v:.1f}" for _, v in clip) + " |",
         ]
+        if published:
+            cells = [f"{published[k]:.1f}" if k in published else "-" for k, _ in clip]
+            lines.append("| published | " + " | ".join(cells) + " |")
     out = ROOT / "results" / f"rainbow_{args.name}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

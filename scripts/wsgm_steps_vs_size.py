@@ -10,6 +10,8 @@ number of pixels. Writes results/wsgm_steps_vs_size.{json,md,png}.
     python scripts/wsgm_steps_vs_size.py                  # CPU, ~40 min on 2 cores, 1 thread
     python scripts/wsgm_steps_vs_size.py --sizes 16 32 64 128 --device cuda
     python scripts/wsgm_steps_vs_size.py --quick          # smoke run (~1 min)
+    python scripts/wsgm_steps_vs_size.py --sizes 64 --out /tmp/l64  # one process per L, then
+    python scripts/wsgm_steps_vs_size.py --merge /tmp/l16_32.json /tmp/l64.json
 """
 
 from __future__ import annotations
@@ -152,7 +154,17 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(ROOT / "data" / "phi4"))
     p.add_argument("--out", default=str(ROOT / "results" / "wsgm_steps_vs_size"))
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="only merge the results of runs over different sizes (e.g. one process per L, "
+        "same settings) into --out",
+    )
     a = p.parse_args()
+    if a.merge:
+        merge(a.merge, a.out)
+        return
     if a.quick:
         a.sizes, a.train_seconds, a.max_steps, a.pixels = [16, 32], 5.0, 8, 8 * 32 * 32
     torch.set_num_threads(a.threads)
@@ -223,6 +235,24 @@ def main() -> None:
     Path(a.out + ".json").parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(res, indent=1))
     write_report(res, a.out)
+
+
+def merge(paths: list[str], out: str) -> None:
+    """Union of the runs of several result files (their settings must agree but for sizes)."""
+    parts = [json.loads(Path(q).read_text()) for q in paths]
+    res = parts[0]
+    res["settings"]["sizes"] = []
+    for part in parts:
+        for key in ("train_steps", "train_seconds", "lr", "batch_pixels", "grid", "eps_skip"):
+            if part["settings"].get(key) != res["settings"].get(key):
+                raise SystemExit(f"cannot merge {paths}: different {key}")
+        res["settings"]["sizes"] += part["settings"]["sizes"]
+        for name, runs in part["runs"].items():
+            res["runs"].setdefault(name, {}).update(runs)
+    res["total_seconds"] = max(q.get("total_seconds", 0.0) for q in parts)
+    Path(out + ".json").parent.mkdir(parents=True, exist_ok=True)
+    Path(out + ".json").write_text(json.dumps(res, indent=1))
+    write_report(res, out)
 
 
 def steps_to_reach(errors: dict[str, float], eps: float) -> int | None:
