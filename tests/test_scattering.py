@@ -155,3 +155,16 @@ def test_double_precision_model_trains() -> None:
     net(x).sum().backward()
     std = net.blocks[1].standardization
     assert std.running_mean.dtype == torch.float64 and std.running_mean.abs().sum() > 0
+
+
+def test_modulus_gradient() -> None:
+    """The fused modulus has the gradient of sqrt(re^2 + im^2), and 0 (not NaN) at 0."""
+    from scatterlab.models.scattering import _modulus
+
+    re = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    im = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_modulus, (re, im))
+    torch.testing.assert_close(_modulus(re, im), (re**2 + im**2).sqrt())
+    zero = torch.zeros(4, requires_grad=True)
+    _modulus(zero, zero).sum().backward()
+    assert torch.equal(zero.grad, torch.zeros(4))
