@@ -260,7 +260,7 @@ def steps_to_reach(errors: dict[str, float], eps: float) -> int | None:
     return min(ok) if ok else None
 
 
-def write_report(res: dict, out: str, thresholds=(0.1, 0.2, 0.3)) -> None:
+def write_report(res: dict, out: str, thresholds=(0.05, 0.1, 0.2)) -> None:
     s = res["settings"]
     all_steps = sorted(
         {int(n) for m in res["runs"].values() for r in m.values() for n in r["errors"]}
