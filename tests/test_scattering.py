@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from scatterlab import ROOT
 from scatterlab.errors import ConfigError
 from scatterlab.models import LearnedScattering, count_parameters
-from scatterlab.models.scattering import Projection, Standardization, Wavelet, as_complex
+from scatterlab.models.scattering import Projection, Standardization, Wavelet, as_complex, split
 
 
 def compose_train(*overrides: str):
@@ -91,6 +91,33 @@ def test_wavelet_matrix_equals_convolution(subsample: bool, size: int) -> None:
     grads = [torch.autograd.grad(o, x, g)[0] for o in outs]
     torch.testing.assert_close(grads[0], grads[1])
     assert fast.matrix is not None and slow.matrix is None
+
+
+@pytest.mark.parametrize("subsample", [True, False])
+@pytest.mark.parametrize("size, max_pixels", [(16, 1024), (10, 1024), (16, 0)])
+def test_complex_coefficients_match_the_general_transform(
+    subsample: bool, size: int, max_pixels: int
+) -> None:
+    """The fused complex GEMM (built matrix, other sizes, large-map fallback) gives W z."""
+    torch.manual_seed(0)
+    wavelet = Wavelet(4, "half_octave_3_2", subsample, 16, max_pixels, complex_input=True)
+    wavelet = wavelet.double()
+    n, L = 3, 4
+    x = torch.randn(2, 2 * n, size, size, dtype=torch.float64, requires_grad=True)
+    re, im = wavelet.complex_coefficients(x)
+    low, high_re, high_im = Wavelet(4, "half_octave_3_2", subsample, matmul_max_pixels=0).double()(
+        x, n
+    )
+    h = re.shape[-1]
+    low_re, low_im = split(low, n)
+    expected_re = torch.cat([low_re[:, :, None], high_re.view(2, n, L, h, h)], 2)
+    expected_im = torch.cat([low_im[:, :, None], high_im.view(2, n, L, h, h)], 2)
+    torch.testing.assert_close(re, expected_re)
+    torch.testing.assert_close(im, expected_im)
+    g_re, g_im = torch.randn_like(re), torch.randn_like(im)
+    grad = torch.autograd.grad((re * g_re + im * g_im).sum(), x)[0]
+    expected = torch.autograd.grad((expected_re * g_re + expected_im * g_im).sum(), x)[0]
+    torch.testing.assert_close(grad, expected)
 
 
 def test_complex_projection_is_complex_matrix_product() -> None:

@@ -52,6 +52,7 @@ class Wavelet(nn.Module):
     ~H W / 49 times the multiply-adds of the 7x7 filtering but runs 2-30x faster than a
     depthwise convolution (whose backward is especially slow) on these sizes. The matrix for
     `size` x `size` inputs is built once as a buffer; other sizes are built on first use.
+    `complex_input`: the block's inputs are all complex (see `complex_coefficients`).
     """
 
     def __init__(
@@ -61,17 +62,21 @@ class Wavelet(nn.Module):
         subsample: bool = True,
         size: int | None = None,
         matmul_max_pixels: int = 1024,
+        complex_input: bool = False,
     ) -> None:
         super().__init__()
         self.L, self.kind, self.subsample = L, kind, subsample
         self.matmul_max_pixels = matmul_max_pixels
         self.register_buffer("filters", filter_bank(kind, L)[:, None], persistent=False)
-        self._matrices: dict[tuple[int, int], Tensor] = {}
+        self._matrices: dict[tuple[int, int, bool], Tensor] = {}
+        self.register_buffer("matrix", None, persistent=False)
+        self.register_buffer("complex_matrix", None, persistent=False)
         if size is not None and size * size <= matmul_max_pixels:
             size -= size % 2
-            self.register_buffer("matrix", self.build_matrix(size, size), persistent=False)
-        else:
-            self.matrix = None
+            # complex inputs use only the complex matrix (see complex_coefficients)
+            name = "complex_matrix" if complex_input else "matrix"
+            mat = self.build_matrix(size, size, complex_input)
+            self.register_buffer(name, mat, persistent=False)
 
     def _convolve(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, 1 + 2L, H', W') by padding and a depthwise convolution."""
@@ -84,20 +89,54 @@ class Wavelet(nn.Module):
         y = F.conv2d(y, weight, stride=2 if self.subsample else 1, groups=C)
         return y.view(N, C, -1, *y.shape[-2:])
 
-    def build_matrix(self, H: int, W: int) -> Tensor:
-        """The transform of one (H, W) map as a (H W, (1 + 2L) H' W') float32 matrix."""
+    def build_matrix(self, H: int, W: int, complex_input: bool = False) -> Tensor:
+        """The transform of one (H, W) map as a float32 matrix.
+
+        Real input: (H W, (1 + 2L) P) with P = H' W', columns [x * phi, x * Re psi_l,
+        x * Im psi_l]. Complex input z = a + ib: (2 H W, 2 (1 + L) P), rows [a, b], columns
+        [Re(z * phi), Re(z * psi_l), Im(z * phi), Im(z * psi_l)]: the complex products are
+        part of the GEMM.
+        """
         eye = torch.eye(H * W, dtype=torch.float64, device=self.filters.device)
         with torch.no_grad():
-            y = self._convolve(eye.view(H * W, 1, H, W))
-        return y.flatten(1).float().contiguous()
+            t = self._convolve(eye.view(H * W, 1, H, W)).flatten(1)
+        if complex_input:
+            P = t.shape[1] // (1 + 2 * self.L)
+            low, re, im = t.split([P, self.L * P, self.L * P], 1)
+            zero = torch.zeros_like(low)
+            t = torch.cat([torch.cat([low, re, zero, im], 1), torch.cat([zero, -im, low, re], 1)])
+        return t.float().contiguous()
 
-    def _matrix_for(self, H: int, W: int) -> Tensor:
-        if self.matrix is not None and self.matrix.shape[0] == H * W:
-            return self.matrix
-        key = (H, W)
+    def _matrix_for(self, H: int, W: int, complex_input: bool = False) -> Tensor:
+        built = self.complex_matrix if complex_input else self.matrix
+        if built is not None and built.shape[0] == H * W * (1 + complex_input):
+            return built
+        key = (H, W, complex_input)
         if key not in self._matrices or self._matrices[key].device != self.filters.device:
-            self._matrices[key] = self.build_matrix(H, W)
+            self._matrices[key] = self.build_matrix(H, W, complex_input)
         return self._matrices[key]
+
+    def complex_coefficients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """W z for complex input only: (B, 2n, H, W) split layout (n complex channels) ->
+        (re, im), each (B, n, 1 + L, H', W'): [z * phi, z * psi_1..L] per channel."""
+        B, C, H, W = x.shape
+        n, L = C // 2, self.L
+        x = x[..., : H - H % 2, : W - W % 2]
+        H, W = x.shape[-2:]
+        Ho, Wo = (H // 2, W // 2) if self.subsample else (H, W)
+        pixels = H * W
+        if pixels > self.matmul_max_pixels:
+            low, high_re, high_im = self(x, n)
+            low_re, low_im = split(low, n)
+            re = torch.cat([low_re[:, :, None], high_re.view(B, n, L, Ho, Wo)], 2)
+            im = torch.cat([low_im[:, :, None], high_im.view(B, n, L, Ho, Wo)], 2)
+            return re, im
+        mat = self._matrix_for(H, W, complex_input=True)
+        mat = mat if torch.is_autocast_enabled(x.device.type) else mat.to(x.dtype)
+        # rows (channel, [re, im] pixels): one copy of the (small) input
+        z = x.reshape(B, 2, n, pixels).transpose(1, 2).reshape(B * n, 2 * pixels)
+        y = (z @ mat).view(B, n, 2, 1 + L, Ho, Wo)
+        return y[:, :, 0], y[:, :, 1]
 
     def forward(self, x: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
         B, C, H, W = x.shape
@@ -338,7 +377,9 @@ class ScatteringBlock(nn.Module):
         super().__init__()
         n, m = in_channels, in_complex
         self.in_complex, self.skip = m, skip
-        self.wavelet = Wavelet(L, filters, subsample, size)
+        # The paper's model (complex P_j): complex products inside the wavelet GEMM (see rho).
+        self.fused_rho = skip and nonlinearity == "modulus" and 0 < m == n
+        self.wavelet = Wavelet(L, filters, subsample, size, complex_input=self.fused_rho)
         # rho acts on: the n*L wavelet coefficients (+ W x's low-pass with skip).
         rho_c = n * L + (m if skip else 0)
         rho_r = (n - m) if skip else 0
@@ -365,6 +406,11 @@ class ScatteringBlock(nn.Module):
     def rho(self, x: Tensor) -> Tensor:
         """W then rho: (B, n + m, H, W) -> (B, features + features_complex, H', W')."""
         m = self.in_complex
+        if self.fused_rho:
+            # One concatenation; features per input channel and filter (low-pass, psi_1..L):
+            # Re W z, |W z| (real), Im W z.
+            re, im = self.wavelet.complex_coefficients(x)
+            return torch.cat([re, _modulus(re, im), im], 1).flatten(1, 2)
         low, high_re, high_im = self.wavelet(x, m)
         low_re, low_im = split(low, m)
         low_c_re, low_r = low_re[:, :m], low_re[:, m:]
