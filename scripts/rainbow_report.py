@@ -39,7 +39,8 @@ def main() -> None:
 
     lines = [
         f"Hardware: {hardware(args.device)}. {args.title} "
-        f"(run time {m.get('wall_time_s', float('nan')):.0f} s, training included).",
+        f"(run time {m.get('wall_time_s', float('nan')):.0f} s"
+        + (", training included)." if "best_epoch" in m else ").")
         "",
         "| trained | trained, exact statistics | rainbow (mean of samples) | rainbow sample std | "
         "rainbow + trained classifier | random-rotation control |",
@@ -68,6 +69,26 @@ def main() -> None:
         if published:
             cells = [f"{published[k]:.1f}" if k in published else "-" for k, _ in clip]
             lines.append("| published | " + " | ".join(cells) + " |")
+    gauss = sorted({k.split("/")[1] for k in m if k.startswith("gaussianity/")})
+    if gauss:
+        tests = sorted(
+            {k.split("/", 2)[2] for k in m if k.startswith("gaussianity/")},
+            key=lambda t: (not t.startswith("ks"), int(t[6:]) if t.startswith("ks") else 0, t),
+        )
+        lines += [
+            "",
+            "Gaussianity of the resampled layers (C_j from all source networks): KS p-values of "
+            "whitened components r vs N(0, 1); fractions of eigenvalues outside the "
+            "Marchenko-Pastur bulk, colored and whitened:",
+            "",
+            "| layer | " + " | ".join(tests) + " |",
+            "|---|" + "---|" * len(tests),
+        ]
+        for layer in gauss:
+            cells = [m.get(f"gaussianity/{layer}/{t}") for t in tests]
+            lines.append(
+                f"| {layer} | " + " | ".join("-" if c is None else f"{c:.3g}" for c in cells) + " |"
+            )
     out = ROOT / "results" / f"rainbow_{args.name}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
