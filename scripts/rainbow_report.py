@@ -40,7 +40,7 @@ def main() -> None:
     lines = [
         f"Hardware: {hardware(args.device)}. {args.title} "
         f"(run time {m.get('wall_time_s', float('nan')):.0f} s"
-        + (", training included)." if "best_epoch" in m else ").")
+        + (", training included)." if "best_epoch" in m else ")."),
         "",
         "| trained | trained, exact statistics | rainbow (mean of samples) | rainbow sample std | "
         "rainbow + trained classifier | random-rotation control |",
