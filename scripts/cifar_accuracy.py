@@ -87,6 +87,9 @@ def main() -> None:
         default=["cifar_scattering", "cifar_scattering_noskip", "cifar_resnet18"],
     )
     p.add_argument("--note", default="", help="appended to the settings line of the table")
+    p.add_argument(
+        "--tag", default=None, help="name of this run in the results (default: reduced/full)"
+    )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = p.parse_args()
     extra = list(args.overrides) + ["logger=csv"]
@@ -97,7 +100,7 @@ def main() -> None:
         settings = f"reduced CPU run: {args.epochs} epochs, lr x0.1 after epoch {step}"
     else:
         settings = "full recipe (300 epochs, lr x0.1 every 70)"
-    args.tag = "reduced" if args.reduced else "full"
+    args.tag = args.tag or ("reduced" if args.reduced else "full")
     runs = {}
     for experiment in args.experiments:
         overrides = list(extra)
