@@ -102,6 +102,7 @@ def main() -> None:
     p.add_argument("--p8-max-batches", type=int, default=20)
     p.add_argument("--p8-svd-dim", type=int, default=1792, help="0: full SVD")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmark_rainbow.md"))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,8 +146,8 @@ def main() -> None:
         "were timed. Memory does not grow with the number of images: the accumulator holds "
         "only the float64 moments (D x D cross moment, first and second moments per feature).",
     ]
-    out = ROOT / "results" / "benchmark_rainbow.md"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -53,6 +53,7 @@ def measure(args: argparse.Namespace) -> dict:
     from scatterlab.models.scattering import Wavelet
 
     torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high")  # as train.py: TF32 matrix products on GPUs
     device = torch.device(args.device)
     net = build(args.model, args.width).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -190,9 +191,14 @@ def main() -> None:
         for flag in ("device", "batch", "precision", "warmup", "min_steps", "min_seconds"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--channels-last"] * args.channels_last + ["--compile"] * args.compile
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:  # report and go on: one failing configuration keeps the rest
+            tqdm.write(f"{model} width {width} failed:\n{proc.stderr[-3000:]}")
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         tqdm.write(json.dumps(rows[-1]))
+    if not rows:
+        raise SystemExit("every configuration failed: nothing to record")
     options = f"precision {args.precision}" + ", channels_last" * args.channels_last
     if env.get("GLIBC_TUNABLES"):
         options += ", malloc without mmap/trim (GLIBC_TUNABLES)"

@@ -111,6 +111,11 @@ def main() -> None:
     )
     p.add_argument("--data-root", default=str(ROOT / "data" / "cifar10-jpeg"))
     p.add_argument("--runs", default=str(ROOT / "outputs" / "rainbow_width"))
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "results" / "rainbow_width"),
+        help="results prefix: writes OUT.md, OUT.json, OUT.png",
+    )
     p.add_argument("--parallel", action="store_true", help="run the widths at the same time")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=42)
@@ -229,17 +234,17 @@ def report(args: argparse.Namespace, runs: dict[float, Path]) -> None:
             "|---|" + "---|" * len(c),
             "| acc (%) | " + " | ".join(f"{100 * c[k]:.1f}" for k in sorted(c)) + " |",
         ]
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
-    (out / "rainbow_width.md").write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     payload = {
         "settings": head,
         "runs": {str(s): m for s, m in rows.items()},
         "alignment_error_exponents": fits,
         "published": PUBLISHED,
     }
-    (out / "rainbow_width.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(rows, layers, fits, out / "rainbow_width.png", head)
+    Path(f"{out}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(rows, layers, fits, Path(f"{out}.png"), head)
     print("\n".join(lines))
 
 

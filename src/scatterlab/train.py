@@ -46,6 +46,30 @@ class SaveConfig(Callback):
         checkpoint["scatterlab_config"] = self.config
 
 
+class EpochTimer(Callback):
+    """Wall time of each training epoch (the training loop only, validation excluded)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self._start)
+
+    def metrics(self) -> dict[str, float]:
+        """Median epoch time (robust to the first epoch's warm-up), without any epoch: {}."""
+        if not self.times:
+            return {}
+        t = sorted(self.times)
+        return {"train_epoch_time_s": t[len(t) // 2]}
+
+
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
     loggers = []
     for lg_cfg in (cfg.get("logger") or {}).values():
@@ -84,9 +108,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_all(cfg.get("callbacks"))
     if not loggers:  # it refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    epoch_timer = EpochTimer()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, SaveConfig(resolved), PreemptionHandler()],
+        callbacks=[*callbacks, SaveConfig(resolved), PreemptionHandler(), epoch_timer],
         logger=loggers or False,
     )
     for lg in loggers:
@@ -97,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
         metrics["last_epoch"] = trainer.current_epoch - 1
+        metrics.update(epoch_timer.metrics())
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if best:
         metrics["best_epoch"] = load_checkpoint(best)["epoch"]

@@ -158,7 +158,7 @@ class ImageFolderDataModule(ImageDataModule):
             images = torch.stack(list(pool.map(self._read, files)))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")  # one per process: runs side by side
             torch.save(images, tmp)
             tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
         return images

@@ -56,7 +56,7 @@ class ClassificationModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
-            self.net = torch.compile(self.net)
+            self.net.compile()  # in place: checkpoints keep the eager net's state_dict keys
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:

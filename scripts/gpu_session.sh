@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The GPU measurements behind results/*, for a lent GPU machine that receives only the
+# working tree and has PyTorch + Lightning but not hydra-core/omegaconf (see README "GPU runs").
+#
+#   prepare here:  bash scripts/gpu_session.sh prepare    # fills the git-ignored .gpu/
+#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|train
+#
+# Every stage writes its log and a tarball of results/ + run metrics into $OUT; each step has
+# its own time limit (seconds) so one hang cannot eat the whole lease.
+set -uo pipefail
+stage=${1:?usage: gpu_session.sh prepare|bench|train}
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [ "$stage" = prepare ]; then
+  sp=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  mkdir -p .gpu/site .gpu/whl
+  for pkg in hydra omegaconf antlr4; do cp -r "$sp/$pkg" .gpu/site/; done
+  find .gpu/site -name __pycache__ -prune -exec rm -rf {} +
+  # compiled packages: wheels for the GPU machine's Python (3.12)
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    -d .gpu/whl "PyWavelets==$(.venv/bin/python -c 'import pywt; print(pywt.__version__)')"
+  cp ../shared/data/cifar10-jpeg.tar.xz .gpu/
+  du -sh .gpu
+  exit 0
+fi
+
+OUT=${OUT:-$ROOT/outputs/gpu_session}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_site .gpu/whl/*.whl
+export PYTHONPATH=$ROOT/src:$ROOT/.gpu/site:/tmp/gpu_site PYTHONUNBUFFERED=1 WANDB_MODE=offline
+exec > >(tee -a "$OUT/$stage.log") 2>&1
+collect() {
+  tar czf "$OUT/results_$stage.tgz" results \
+    $(find outputs -name metrics.json -o -name '*.log' -o -name 'metrics.csv' 2>/dev/null) \
+    $(find outputs/wsgm_gpu -name '*.json' 2>/dev/null)
+}
+trap collect EXIT
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, report, go on
+  local limit=$1 name=$2
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s)"
+  timeout "$limit" "$@"
+  echo "=== $name: exit $? after $((SECONDS - t0))s"
+}
+
+python3 -c "import torch, lightning, hydra; print('torch', torch.__version__, 'lightning', \
+lightning.__version__, torch.cuda.get_device_name())" || exit 1
+if [ ! -d data/cifar10-jpeg/train ]; then
+  mkdir -p data/cifar10-jpeg && tar xJf .gpu/cifar10-jpeg.tar.xz -C data/cifar10-jpeg
+fi
+
+case $stage in
+bench)
+  # the scattering networks on CUDA give the CPU's outputs (float32, no TF32)
+  step 45 check python3 - <<'PY'
+import torch
+from scatterlab.models import LearnedScattering
+torch.manual_seed(0)
+for skip in (True, False):
+    net = LearnedScattering(width=0.125, skip=skip).eval()
+    x = torch.randn(8, 3, 32, 32)
+    ref = net(x)
+    out = net.cuda()(x.cuda()).cpu()
+    print("skip", skip, "relative error", float((out - ref).norm() / ref.norm()))
+PY
+  B=scripts/benchmark_scattering.py
+  step 100 bench_fp32 python3 $B --device cuda --widths 1 --min-seconds 3
+  step 170 bench_bf16 python3 $B --device cuda --precision bf16-mixed --channels-last \
+    --min-seconds 3
+  step 120 bench_compile python3 $B --device cuda --precision bf16-mixed --channels-last \
+    --compile --widths 1 --models lscat_skip resnet18 --min-seconds 3
+  step 60 bench_wsgm python3 scripts/benchmark_wsgm.py --device cuda
+  step 60 bench_rainbow python3 scripts/benchmark_rainbow.py --device cuda --p8-max-batches 0 \
+    --p8-svd-dim 0 --out results/benchmark_rainbow_gpu.md
+  ;;
+train)
+  # Jobs side by side on the one GPU: alone, each leaves it mostly idle at batch 128.
+  E=${EPOCHS:-30} RE=${RAINBOW_EPOCHS:-15} WT=${WSGM_SECONDS:-110} LIMIT=${LIMIT:-500}
+  step 60 bench_wsgm python3 scripts/benchmark_wsgm.py --device cuda  # alone: a clean timing
+  export OMP_NUM_THREADS=2
+  # decode the JPEGs once, before the jobs that read them start
+  python3 -c "from scatterlab.data import ImageFolderDataModule as D; \
+D('$ROOT/data/cifar10-jpeg', cache_dir='$ROOT/.cache').setup('fit')"
+  step "$LIMIT" accuracy python3 scripts/cifar_accuracy.py --data-root data/cifar10-jpeg \
+    --trainer gpu --epochs "$E" --parallel --tag "gpu_compressed$E" \
+    --experiments cifar_scattering cifar_resnet18 \
+    trainer.precision=bf16-mixed module.channels_last=true module.compile=true &
+  step "$LIMIT" rainbow python3 scripts/rainbow_width_sweep.py --device cuda --epochs "$RE" \
+    --widths 0.125 0.25 0.5 1 --parallel --threads 2 --runs outputs/rainbow_width_gpu \
+    --out results/rainbow_width_gpu &
+  for L in 16 32 64 128; do
+    step "$LIMIT" "wsgm_L$L" python3 scripts/wsgm_steps_vs_size.py --device cuda --sizes $L \
+      --train-seconds "$WT" --max-steps 512 --eps-skip --grid quadratic \
+      --batch-pixels $((16 * 64 * 64)) --pixels $((64 * 128 * 128)) --budget-minutes 7.5 \
+      --out "outputs/wsgm_gpu/L$L" &
+  done
+  wait
+  python3 scripts/wsgm_steps_vs_size.py --merge outputs/wsgm_gpu/L*.json \
+    --out results/wsgm_steps_vs_size_gpu
+  ;;
+*)
+  echo "unknown stage $stage: prepare, bench or train" >&2
+  exit 2
+  ;;
+esac
