@@ -123,6 +123,8 @@ def main() -> None:
     )
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = p.parse_args()
+    if bad := [e for e in args.experiments if "=" in e]:
+        p.error(f"{bad} are Hydra overrides, not experiments: put them before --experiments")
     extra = list(args.overrides) + ["logger=csv"]
     if args.reduced:
         # same schedule shape, compressed: lr x0.1 at 2/3 of the epochs

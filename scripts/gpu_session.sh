@@ -3,12 +3,12 @@
 # working tree and has PyTorch + Lightning but not hydra-core/omegaconf (see README "GPU runs").
 #
 #   prepare here:  bash scripts/gpu_session.sh prepare    # fills the git-ignored .gpu/
-#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|train
+#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm
 #
 # Every stage writes its log and a tarball of results/ + run metrics into $OUT; each step has
 # its own time limit (seconds) so one hang cannot eat the whole lease.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh prepare|bench|train}
+stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -76,33 +76,36 @@ PY
   step 60 bench_rainbow python3 scripts/benchmark_rainbow.py --device cuda --p8-max-batches 0 \
     --p8-svd-dim 0 --out results/benchmark_rainbow_gpu.md
   ;;
-train)
-  # Jobs side by side on the one GPU: alone, each leaves it mostly idle at batch 128.
-  E=${EPOCHS:-30} RE=${RAINBOW_EPOCHS:-15} WT=${WSGM_SECONDS:-110} LIMIT=${LIMIT:-500}
-  step 60 bench_wsgm python3 scripts/benchmark_wsgm.py --device cuda  # alone: a clean timing
-  export OMP_NUM_THREADS=2
-  # decode the JPEGs once, before the jobs that read them start
-  python3 -c "from scatterlab.data import ImageFolderDataModule as D; \
-D('$ROOT/data/cifar10-jpeg', cache_dir='$ROOT/.cache').setup('fit')"
-  step "$LIMIT" accuracy python3 scripts/cifar_accuracy.py --data-root data/cifar10-jpeg \
-    --trainer gpu --epochs "$E" --parallel --tag "gpu_compressed$E" \
-    --experiments cifar_scattering cifar_resnet18 \
-    trainer.precision=bf16-mixed module.channels_last=true module.compile=true &
-  step "$LIMIT" rainbow python3 scripts/rainbow_width_sweep.py --device cuda --epochs "$RE" \
-    --widths 0.125 0.25 0.5 1 --parallel --threads 2 --runs outputs/rainbow_width_gpu \
-    --out results/rainbow_width_gpu &
+accuracy)
+  # cifar_scattering, its no-skip variant and ResNet-18 side by side on the one GPU, the
+  # recipe compressed to $EPOCHS epochs; max_time stops a run that would outlast the lease
+  # (it then tests its best checkpoint, and the epochs column says so).
+  E=${EPOCHS:-25}
+  step "${LIMIT:-480}" accuracy python3 scripts/cifar_accuracy.py \
+    --data-root data/cifar10-jpeg --trainer gpu --epochs "$E" --parallel \
+    --tag "gpu_compressed$E" trainer.precision=bf16-mixed module.channels_last=true \
+    module.compile=true "+trainer.max_time=${MAX_TIME:-00:00:06:30}" \
+    --experiments cifar_scattering cifar_scattering_noskip cifar_resnet18
+  ;;
+rainbow)
+  step "${LIMIT:-540}" rainbow python3 scripts/rainbow_width_sweep.py --device cuda \
+    --epochs "${EPOCHS:-15}" --widths 0.125 0.25 0.5 1 --parallel --threads 2 \
+    --runs outputs/rainbow_width_gpu --out results/rainbow_width_gpu
+  ;;
+wsgm)
+  # one process per lattice size, then one table
   for L in 16 32 64 128; do
-    step "$LIMIT" "wsgm_L$L" python3 scripts/wsgm_steps_vs_size.py --device cuda --sizes $L \
-      --train-seconds "$WT" --max-steps 512 --eps-skip --grid quadratic \
-      --batch-pixels $((16 * 64 * 64)) --pixels $((64 * 128 * 128)) --budget-minutes 7.5 \
-      --out "outputs/wsgm_gpu/L$L" &
+    step "${LIMIT:-540}" "wsgm_L$L" python3 scripts/wsgm_steps_vs_size.py --device cuda \
+      --sizes $L --train-seconds "${WSGM_SECONDS:-110}" --max-steps 512 --eps-skip \
+      --grid quadratic --batch-pixels $((16 * 64 * 64)) --pixels $((64 * 128 * 128)) \
+      --budget-minutes 7.5 --out "outputs/wsgm_gpu/L$L" &
   done
   wait
   python3 scripts/wsgm_steps_vs_size.py --merge outputs/wsgm_gpu/L*.json \
     --out results/wsgm_steps_vs_size_gpu
   ;;
 *)
-  echo "unknown stage $stage: prepare, bench or train" >&2
+  echo "unknown stage $stage: prepare, bench, accuracy, rainbow or wsgm" >&2
   exit 2
   ;;
 esac

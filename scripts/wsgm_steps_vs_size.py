@@ -211,6 +211,7 @@ def main() -> None:
             res["runs"].setdefault(name, {})[str(L)] = {"info": info, "errors": {}, "sec": {}}
             print(f"trained {name} L={L}: {info}", flush=True)
 
+    Path(a.out + ".json").parent.mkdir(parents=True, exist_ok=True)
     steps = [2**k for k in range(1, int(math.log2(a.max_steps)) + 1)]
     for n_steps in steps:
         for (name, L), ema in models.items():
