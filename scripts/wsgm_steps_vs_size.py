@@ -241,15 +241,15 @@ def main() -> None:
 def merge(paths: list[str], out: str) -> None:
     """Union of the runs of several result files (their settings must agree but for sizes)."""
     parts = [json.loads(Path(q).read_text()) for q in paths]
-    res = parts[0]
-    res["settings"]["sizes"] = []
+    res = {**parts[0], "runs": {}}
     for part in parts:
         for key in ("train_steps", "train_seconds", "lr", "batch_pixels", "grid", "eps_skip"):
             if part["settings"].get(key) != res["settings"].get(key):
                 raise SystemExit(f"cannot merge {paths}: different {key}")
-        res["settings"]["sizes"] += part["settings"]["sizes"]
         for name, runs in part["runs"].items():
             res["runs"].setdefault(name, {}).update(runs)
+    sizes = sorted({int(L) for runs in res["runs"].values() for L in runs})
+    res["settings"] = {**res["settings"], "sizes": sizes}
     res["total_seconds"] = max(q.get("total_seconds", 0.0) for q in parts)
     Path(out + ".json").parent.mkdir(parents=True, exist_ok=True)
     Path(out + ".json").write_text(json.dumps(res, indent=1))
@@ -283,14 +283,16 @@ def write_report(res: dict, out: str, thresholds=(0.05, 0.1, 0.2)) -> None:
         + " | ".join(f"N={n}" for n in all_steps)
         + " | "
         + " | ".join(f"N(err<={t})" for t in thresholds)
-        + " |",
-        "|---|---|---|" + "---|" * (len(all_steps) + len(thresholds)),
+        + " | N(err<=2 floor) |",
+        "|---|---|---|" + "---|" * (len(all_steps) + len(thresholds) + 1),
     ]
     for name, runs in res["runs"].items():
         for L, r in runs.items():
             errs = r["errors"]
             cells = [f"{errs[str(n)]:.3f}" if str(n) in errs else "-" for n in all_steps]
+            # fixed errors, and twice the data's own error (the floor falls as pixels grow)
             reach = [steps_to_reach(errs, t) for t in thresholds]
+            reach.append(steps_to_reach(errs, 2 * r["info"]["data_floor"]))
             lines.append(
                 f"| {name} | {L} | {r['info']['data_floor']:.3f} | "
                 + " | ".join(cells)

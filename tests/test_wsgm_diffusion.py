@@ -159,3 +159,40 @@ def test_exact_score_wsgm_and_sgm_reproduce_a_gaussian_spectrum() -> None:
         assert err < 0.05, err
         x = model.sample(512, 2, grid="quadratic", seed=0)
         assert float(((radial_power_spectrum(x) / theory - 1) ** 2).mean().sqrt()) > 0.3
+
+
+def test_steps_vs_size_merge_keeps_every_size(tmp_path) -> None:
+    """Runs split over processes (one per L) merge into one table with all their sizes."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from wsgm_steps_vs_size import merge
+
+    settings = dict(train_steps=10, train_seconds=1.0, lr=1e-3, batch_pixels=64, grid="uniform")
+    settings.update(eps_skip=True, base_channels=4, pixels=256)
+
+    def part(L: int, **extra) -> Path:
+        info = dict(
+            data_floor=0.01, train_steps=10, loss_first=1.0, loss_last=0.5, n_params=1, n_eval=4
+        )
+        run = {"info": info, "errors": {"2": 0.5, "4": 0.04}, "sec": {"2": 0.1, "4": 0.2}}
+        res = {
+            "hardware": "test",
+            "settings": {**settings, "sizes": [L], **extra},
+            "runs": {"WSGM": {str(L): run}, "SGM": {str(L): run}},
+        }
+        path = tmp_path / f"L{L}.json"
+        path.write_text(json.dumps(res))
+        return path
+
+    out = str(tmp_path / "merged")
+    merge([str(part(16)), str(part(32))], out)
+    res = json.loads(Path(out + ".json").read_text())
+    assert res["settings"]["sizes"] == [16, 32]
+    assert set(res["runs"]["SGM"]) == {"16", "32"}
+    table = Path(out + ".md").read_text()
+    assert "| WSGM | 32 | 0.010 | 0.500 | 0.040 | 4 |" in table
+    with pytest.raises(SystemExit, match="different lr"):
+        merge([str(part(16)), str(part(64, lr=1.0))], out)
