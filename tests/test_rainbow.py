@@ -297,3 +297,34 @@ def test_checkpoint_of_another_architecture_or_missing_layer(trained, tmp_path) 
     state = {f"net.{k}": v for k, v in trained.state_dict().items()}
     torch.save({"state_dict": state}, path)
     load_network_weights(net, str(path))  # the right architecture loads
+
+
+def test_width_alignment_is_the_direct_error_and_zero_for_a_permuted_copy(trained, digits) -> None:
+    """The convergence-with-width error from moments equals the one computed on the
+    activations with the returned A, and a channel-permuted copy aligns with no error."""
+    from scatterlab.rainbow import width_alignment
+
+    train, test = digits
+    batches = test[:3]
+    narrow = _net(widths=(8, 16, 16), seed=1)
+    reestimate_statistics(narrow, train)
+    als = width_alignment(trained, narrow, batches)
+    assert list(als) == ["blocks.1.proj", "blocks.2.proj", "classifier"]
+    # the direct error, block 1, features divided by sqrt(their number)
+    with torch.no_grad():
+        x = torch.cat([b[0] for b in batches])
+        phi = p_input(trained.blocks[1], trained.blocks[0](x)).double()
+        psi = p_input(narrow.blocks[1], narrow.blocks[0](x)).double()
+        phi = phi.permute(0, 2, 3, 1).reshape(-1, phi.shape[1]) / phi.shape[1] ** 0.5
+        psi = psi.permute(0, 2, 3, 1).reshape(-1, psi.shape[1]) / psi.shape[1] ** 0.5
+    al = als["blocks.1.proj"]
+    assert al.matrix.shape == (phi.shape[1], psi.shape[1])
+    direct = ((psi @ al.matrix.T - phi) ** 2).sum() / (phi**2).sum()
+    assert 0.05 < al.error < 2 and abs(al.error - float(direct)) < 1e-4
+    # a channel permutation of P_1 changes the next features only by a permutation
+    perm = permute_channels(trained, 0, torch.Generator().manual_seed(3))
+    reestimate_statistics(perm, train, start=1)
+    same = width_alignment(trained, perm, batches)
+    assert same["blocks.1.proj"].error < 1e-5
+    with pytest.raises(ConfigError, match="same depth"):
+        width_alignment(trained, _net(widths=(16, 32)), batches)

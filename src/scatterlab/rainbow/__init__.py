@@ -14,6 +14,7 @@ from scatterlab.rainbow.network import (
     reestimate_statistics,
     resample,
     retrain_head,
+    width_alignment,
 )
 from scatterlab.rainbow.stats import MomentAccumulator, align, procrustes, standardized_alignment
 from scatterlab.rainbow.weights import (
@@ -48,4 +49,5 @@ __all__ = [
     "spectrum",
     "standardized_alignment",
     "weight_covariance",
+    "width_alignment",
 ]

@@ -272,6 +272,52 @@ def _transport_classifier(ref, new, xs_ref, xs_new, report, method, generator) -
 
 
 @torch.no_grad()
+def width_alignment(
+    ref: LearnedScattering, net: LearnedScattering, batches: Batches
+) -> dict[str, Alignment]:
+    """Alignment of a trained network's representations onto a wider trained reference's.
+
+    The paper's convergence-with-width measure: for the input u_j of each P_j (j >= 1; u_1 is
+    the same fixed function of the image in both) and the classifier's input, the Procrustes
+    alignment A (D_ref, D_net) of net's representation onto ref's, each divided by the square
+    root of its number of features so that widths compare: `error` is
+    E|A psi / sqrt(D_net) - phi / sqrt(D_ref)|^2 / E|phi / sqrt(D_ref)|^2, exact when
+    D_net <= D_ref (ref at least as wide; otherwise a bound). Both networks in eval mode with
+    their own trained statistics; one streaming pass over `batches`. Keyed by layer name.
+    """
+    if len(ref.blocks) != len(net.blocks):
+        raise ConfigError(
+            f"the networks have {len(ref.blocks)} and {len(net.blocks)} blocks: width "
+            "alignment compares networks of the same depth and different widths"
+        )
+    ref.eval()
+    net.eval()
+    accs: dict[str, MomentAccumulator] = {}
+
+    def add(name: str, phi: Tensor, psi: Tensor) -> None:
+        if name not in accs:
+            accs[name] = MomentAccumulator(phi.shape[1], psi.shape[1], device=phi.device)
+        accs[name].update(phi, psi)
+
+    for x, _ in batches:
+        xr, xn = x, x
+        for j, (rb, nb) in enumerate(zip(ref.blocks, net.blocks, strict=True)):
+            if j > 0:
+                add(f"blocks.{j}.proj", p_input(rb, xr), p_input(nb, xn))
+            xr, xn = rb(xr), nb(xn)
+        add("classifier", ref.classifier.norm(xr), net.classifier.norm(xn))
+    out = {}
+    for name, acc in accs.items():
+        d_ref, d_net = acc.dim_x, acc.dim_y
+        out[name] = align(
+            acc.cross / (d_ref * d_net) ** 0.5,
+            float(acc.power_x.sum()) / d_ref,
+            float(acc.power_y.sum()) / d_net,
+        )
+    return out
+
+
+@torch.no_grad()
 def reestimate_statistics(net: LearnedScattering, batches: Batches, start: int = 0) -> None:
     """Exact Std / BatchNorm statistics of blocks >= start and of the classifier, in order."""
     net.eval()
