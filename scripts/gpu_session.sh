@@ -14,13 +14,14 @@ ROOT=$PWD
 
 if [ "$stage" = prepare ]; then
   sp=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  mkdir -p .gpu/site .gpu/whl
+  rm -rf .gpu/whl && mkdir -p .gpu/site .gpu/whl
   for pkg in hydra omegaconf antlr4; do cp -r "$sp/$pkg" .gpu/site/; done
   find .gpu/site -name __pycache__ -prune -exec rm -rf {} +
   # compiled packages: wheels for the GPU machine's Python (3.12)
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    -d .gpu/whl "PyWavelets==$(.venv/bin/python -c 'import pywt; print(pywt.__version__)')"
+    -d .gpu/whl "PyWavelets==$(.venv/bin/python -c \
+    'import importlib.metadata as m; print(m.version("PyWavelets"))')"
   cp ../shared/data/cifar10-jpeg.tar.xz .gpu/
   du -sh .gpu
   exit 0
