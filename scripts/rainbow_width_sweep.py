@@ -250,6 +250,7 @@ def report(args: argparse.Namespace, runs: dict[float, Path]) -> None:
 
 def plot(rows, layers, fits, path: Path, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -284,6 +285,11 @@ def plot(rows, layers, fits, path: Path, title: str) -> None:
         title="alignment error vs width (fitted exponent)",
     )
     ax.legend(fontsize=6)
+    ticks = sorted(set(ws) | set(pub_ws))
+    for ax in axes:  # plain width labels instead of log-axis minor ticks that overlap
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(ticks if ax is axes[0] else ws, minor=False)
+        ax.set_xticklabels([f"{s:g}" for s in (ticks if ax is axes[0] else ws)])
     fig.suptitle(title[:150], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
