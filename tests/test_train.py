@@ -122,6 +122,10 @@ def test_missing_data_offline_fails_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"data.root={tmp_path / 'nothing'}" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # one line on the console; the run's log file keeps it too
+    console = proc.stdout + proc.stderr
+    assert console.count("data.download=false") == 1
+    assert "data.download=false" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_corrupt_checkpoint_fails_clearly(quickstart_run: Path, tmp_path: Path) -> None:

@@ -42,7 +42,11 @@ def user_errors() -> Iterator[None]:
 
 
 def _fail(message: str) -> None:
-    log.error(message)
+    # The run's log file keeps the error; the console gets it once, as the `error:` line.
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in {*logging.getLogger().handlers, *log.handlers}:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     print(f"error: {message}", file=sys.stderr, flush=True)
     if _in_multirun():  # an exception, not an exit, so that the sweep's other jobs still run
         raise RuntimeError(message) from None
