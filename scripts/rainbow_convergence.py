@@ -29,6 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from hydra.utils import instantiate  # noqa: E402
+
+from scatterlab.data.base import device_batches  # noqa: E402
 from scatterlab.rainbow import power_law_fit, width_alignment  # noqa: E402
 
 # Approximate readings of the paper's plots (docs: ../shared/reference/rainbow.md).
@@ -59,7 +62,6 @@ def train(width: float, args: argparse.Namespace) -> Path:
 
 def load(ckpt: Path, device: str):
     """(network, datamodule config) of a scatterlab checkpoint."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from scatterlab.modules.rainbow import load_network_weights
@@ -69,23 +71,6 @@ def load(ckpt: Path, device: str):
     net = instantiate(saved.model)
     load_network_weights(net, str(ckpt))
     return net.to(device).eval(), saved.data
-
-
-def test_batches(data_cfg, samples: int, seed: int, device: str) -> list:
-    """A seeded random subset of the test set, normalized, on the device."""
-    from hydra.utils import instantiate
-    from torch.utils.data import default_collate
-
-    dm = instantiate(data_cfg)
-    dm.setup("test")
-    data = dm.splits["test"]
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:samples]
-    out = []
-    for i in range(0, len(idx), dm.batch_size):
-        xb, yb = default_collate([data[int(k)] for k in idx[i : i + dm.batch_size]])
-        x, y = dm.on_after_batch_transfer((xb.to(device), yb.to(device)), 0)
-        out.append((x.float(), y))
-    return out
 
 
 def main() -> None:
@@ -105,7 +90,9 @@ def main() -> None:
 
     ckpts = {s: train(s, args) for s in [*args.widths, args.reference_width]}
     ref, data_cfg = load(ckpts[args.reference_width], args.device)
-    batches = test_batches(data_cfg, args.samples, args.seed, args.device)
+    dm = instantiate(data_cfg)
+    dm.setup("test")
+    batches = device_batches(dm, "test", args.samples, args.seed, args.device)
     errors: dict[str, dict[float, float]] = {}
     with torch.no_grad():
         for s in args.widths:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -177,3 +177,25 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
         held.append(idx[:k])
         rest.append(idx[k:])
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
+
+
+def device_batches(
+    dm: L.LightningDataModule,
+    split: str,
+    limit: int | None,
+    seed: int,
+    device: torch.device | str,
+) -> list[tuple[Tensor, Tensor]]:
+    """A seeded random subset of `limit` items of dm.splits[split] (all when None) as
+    normalized (x, y) batches on `device`. Random, not a prefix: test folders are often
+    ordered by class."""
+    data = dm.splits[split]
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    if limit is not None:
+        idx = idx[:limit]
+    out = []
+    for i in range(0, len(idx), dm.batch_size):
+        xb, yb = default_collate([data[int(k)] for k in idx[i : i + dm.batch_size]])
+        x, y = dm.on_after_batch_transfer((xb.to(device), yb.to(device)), 0)
+        out.append((x.float(), y))
+    return out

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.utils.data import default_collate
 
+from scatterlab.data.base import device_batches
 from scatterlab.errors import CheckpointError, ConfigError
 from scatterlab.modules.classification import ClassificationModule
 from scatterlab.rainbow import network as rn
@@ -152,21 +152,11 @@ class RainbowModule(ClassificationModule):
 
     # ---- the rainbow protocol at the end of testing ---------------------------------------
     def _batches(self, split: str) -> list[tuple[Tensor, Tensor]]:
-        """Normalized (x, y) batches on the device; a limited number of images is a seeded
-        random subset (the test loader is ordered, often by class: a prefix would be biased)."""
-        dm = self.trainer.datamodule
+        """Normalized (x, y) batches on the device: a seeded random subset of
+        stats_samples training / test_samples test images (all when null)."""
         limit = self.rainbow_cfg["stats_samples" if split == "train" else "test_samples"]
-        data = dm.splits["train" if split == "train" else "test"]
-        g = torch.Generator().manual_seed(self.rainbow_cfg["seed"] + (split == "train"))
-        idx = torch.randperm(len(data), generator=g)
-        if limit is not None:
-            idx = idx[:limit]
-        out = []
-        for i in range(0, len(idx), dm.batch_size):
-            xb, yb = default_collate([data[int(k)] for k in idx[i : i + dm.batch_size]])
-            x, y = dm.on_after_batch_transfer((xb.to(self.device), yb.to(self.device)), 0)
-            out.append((x.float(), y))
-        return out
+        seed = self.rainbow_cfg["seed"] + (split == "train")
+        return device_batches(self.trainer.datamodule, split, limit, seed, self.device)
 
     def on_test_epoch_end(self) -> None:
         with torch.inference_mode(False), torch.no_grad():
