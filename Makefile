@@ -5,13 +5,24 @@ BIN := $(VENV)/bin
 # Editable install, so `configs/` at the repo root is found by the entry points.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package of the tested install; `make lock` refreshes it.
+$(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e '.[dev]'
 	touch $(STAMP)
+
+# Resolve pyproject's ranges afresh in a clean venv and pin the result (then run make test).
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	echo "# pip freeze of a clean install of .[dev] ($$(date -u +%F), $$($(PY) --version)); refresh: make lock" > requirements.lock
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^scatterlab' >> requirements.lock
+	rm -rf .lock-venv
 
 install: $(STAMP)
 

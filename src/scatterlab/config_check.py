@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import difflib
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -32,8 +33,31 @@ TOP_LEVEL: dict[str, Any] = {
     "ckpt_path": str | None,
     "seed": int | None,
     "optimized_metric": str | None,
+    "study": dict | None,
 }
 _UNKNOWN = object()  # an annotation this checker cannot judge: accept the value
+
+# Ranges of parameters that many targets share, by name: (low, high, high_inclusive); a type
+# check alone lets `data.batch_size=0` or `trainer.max_epochs=-5` through to a confusing failure.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "batch_size": (1, None, True),
+    "num_workers": (0, None, True),
+    "max_epochs": (-1, None, True),  # -1: no limit (Lightning)
+    "min_epochs": (0, None, True),
+    "max_steps": (-1, None, True),
+    "num_nodes": (1, None, True),
+    "log_every_n_steps": (1, None, True),
+    "check_val_every_n_epoch": (1, None, True),
+    "accumulate_grad_batches": (1, None, True),
+    "gradient_clip_val": (0, None, True),
+    "lr": (0, None, True),
+    "weight_decay": (0, None, True),
+    "momentum": (0, 1, True),
+    "step_size": (1, None, True),
+    "gamma": (0, None, True),
+    "val_fraction": (0, 1, False),
+    "test_fraction": (0, 1, False),
+}
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -83,6 +107,22 @@ def _check_target(node: dict[str, Any], path: str) -> None:
             continue  # an object built from its own config, checked on its own
         if _matches(value, tp) is False:
             raise ConfigError(f"{path}.{key}={value!r} must be of type {_name(tp)} (see {target})")
+        _check_range(f"{path}.{key}", key, value)
+
+
+def _check_range(path: str, key: str, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}={value} is not a finite number: give a finite value")
+    if key not in RANGES:
+        return
+    low, high, high_inclusive = RANGES[key]
+    if low is not None and value < low:
+        raise ConfigError(f"{path}={value} is out of range: it must be >= {low}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        bound = f"<= {high}" if high_inclusive else f"< {high}"
+        raise ConfigError(f"{path}={value} is out of range: it must be {bound}")
 
 
 def _parameters(obj: Any) -> tuple[list[str], bool]:

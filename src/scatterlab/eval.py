@@ -15,8 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scatterlab import ROOT
+from scatterlab.env import environment
 from scatterlab.errors import CheckpointError
 from scatterlab.models import count_parameters
+from scatterlab.overrides import check_overrides
 from scatterlab.utils import (
     instantiate_all,
     load_checkpoint,
@@ -54,12 +56,22 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics["num_params"] = count_parameters(getattr(module, "net", module))
     metrics["wall_time_s"] = time.time() - start
     metrics = to_float_dict(metrics)
-    write_metrics(metrics, Path(cfg.paths.output_dir))
+    device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+    write_metrics(
+        metrics, Path(cfg.paths.output_dir), environment(cfg.trainer.get("precision"), device)
+    )
     return metrics
 
 
+def main() -> None:
+    """Console entry point: overrides checked first (one error line), then Hydra's main."""
+    with user_errors():
+        check_overrides(str(ROOT / "configs"), "eval")
+    _main()
+
+
 @hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     with user_errors():
         evaluate(cfg)
 

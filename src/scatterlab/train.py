@@ -21,7 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from scatterlab import ROOT
 from scatterlab.cluster import PreemptionHandler, requested_ckpt_path, sweep_group
 from scatterlab.config_check import validate_config
+from scatterlab.env import environment
+from scatterlab.errors import ConfigError, DivergedError
 from scatterlab.models import count_parameters
+from scatterlab.overrides import check_overrides
 from scatterlab.utils import (
     instantiate_all,
     load_checkpoint,
@@ -70,6 +73,37 @@ class EpochTimer(Callback):
         return {"train_epoch_time_s": t[len(t) // 2]}
 
 
+class FiniteLossGuard(Callback):
+    """Stops training at the first non-finite training loss (NaN or inf).
+
+    A diverged run that trains on only writes NaN losses and a chance accuracy; stopping names
+    the step and the last good checkpoint instead.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
+            raise DivergedError(
+                f"the training loss is {loss.item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}, batch {batch_idx}): the run diverged; lower "
+                "module.optimizer.lr, or resume from the last good checkpoint "
+                f"{ckpt or '(none saved yet)'} with ckpt_path=PATH",
+                step=trainer.global_step,
+                checkpoint=ckpt,
+            )
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one: one error line saying what to use instead."""
+    accelerator = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: add trainer=cpu "
+            "to run on the CPU (e.g. with model.width=0.125 for a CIFAR network)"
+        )
+
+
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
     loggers = []
     for lg_cfg in (cfg.get("logger") or {}).values():
@@ -87,7 +121,8 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as the config says; returns the metrics written to metrics.json."""
     start = time.time()
-    validate_config(cfg)  # a wrong key or type fails here, naming it
+    validate_config(cfg)  # a wrong key, type or range fails here, naming it
+    check_accelerator(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -100,8 +135,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
 
     log.info(f"Run directory: {output_dir}")
-    datamodule = instantiate(cfg.data)
-    if cfg.get("train", True):
+    # data: null for runs whose module brings its own data (theory, synthesis: train=false)
+    datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
+    if cfg.get("train", True) and datamodule is not None:
         datamodule.setup("fit")  # a missing data set fails here, before loggers start
     module = instantiate(cfg.module)
     loggers = build_loggers(cfg, output_dir)
@@ -111,15 +147,36 @@ def train(cfg: DictConfig) -> dict[str, float]:
     epoch_timer = EpochTimer()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, SaveConfig(resolved), PreemptionHandler(), epoch_timer],
+        callbacks=[
+            *callbacks,
+            SaveConfig(resolved),
+            PreemptionHandler(),
+            epoch_timer,
+            FiniteLossGuard(),
+        ],
         logger=loggers or False,
     )
     for lg in loggers:
         lg.log_hyperparams(resolved)
 
     metrics: dict[str, Any] = {}
+    device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda
+    env = environment(precision=cfg.trainer.get("precision"), device=device)
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except DivergedError as e:
+            if trainer.is_global_zero:  # the study report lists the run as diverged
+                metrics = {**trainer.callback_metrics, "wall_time_s": time.time() - start}
+                write_metrics(
+                    metrics,
+                    output_dir,
+                    env,
+                    status="diverged",
+                    diverged_step=e.step,
+                    last_good_checkpoint=e.checkpoint,
+                )
+            raise
         metrics.update(trainer.callback_metrics)
         metrics["last_epoch"] = trainer.current_epoch - 1
         metrics.update(epoch_timer.metrics())
@@ -136,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["wall_time_s"] = time.time() - start
     metrics = to_float_dict(metrics)
     if trainer.is_global_zero:
-        path = write_metrics(metrics, output_dir)
+        path = write_metrics(metrics, output_dir, env)
         log.info(f"Metrics written to {path}")
         for lg in loggers:
             if isinstance(lg, WandbLogger):
@@ -144,8 +201,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def main() -> float | None:
+    """Console entry point: overrides checked first (one error line), then Hydra's main."""
+    with user_errors():
+        check_overrides(CONFIG_DIR, "train")
+    return _main()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     try:
         with user_errors():
             metrics = train(cfg)

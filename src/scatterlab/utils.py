@@ -31,17 +31,17 @@ def user_errors() -> Iterator[None]:
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ScatterlabError):
-            _fail(str(cause))
+            _fail(str(cause), cause.exit_code)
         if isinstance(cause, TypeError | ValueError):
             _fail(f"{str(e).splitlines()[0]} {cause}. Check the types of the config values.")
         raise
     except ScatterlabError as e:
-        _fail(str(e))
+        _fail(str(e), e.exit_code)
     except MissingMandatoryValue as e:
         _fail(f"{e.full_key} has no value (???): give it on the command line, {e.full_key}=...")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     # The run's log file keeps the error; the console gets it once, as the `error:` line.
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
     for handler in {*logging.getLogger().handlers, *log.handlers}:
@@ -50,7 +50,7 @@ def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     if _in_multirun():  # an exception, not an exit, so that the sweep's other jobs still run
         raise RuntimeError(message) from None
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
 def _in_multirun() -> bool:
@@ -148,9 +148,19 @@ def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in sorted(out.items()) if not (isinstance(v, float) and math.isnan(v))}
 
 
-def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
-    """Write the flat metrics.json of a run into its run directory."""
+def write_metrics(
+    metrics: dict[str, Any],
+    output_dir: str | Path,
+    env: dict[str, Any] | None = None,
+    status: str = "ok",
+    **extra: Any,
+) -> Path:
+    """Write a run's metrics.json: the flat numeric metrics, plus `status` ("ok", "diverged"),
+    `env` (the hardware and software, scatterlab.env.environment()) and any `extra` entries."""
     path = Path(output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_float_dict(metrics), indent=2) + "\n")
+    out: dict[str, Any] = {**to_float_dict(metrics), "status": status, **extra}
+    if env is not None:
+        out["env"] = env
+    path.write_text(json.dumps(out, indent=2) + "\n")
     return path

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from scatterlab.data.base import ImageDataModule, stratified_split
-from scatterlab.errors import DataError
+from scatterlab.errors import ConfigError, DataError
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
@@ -31,6 +31,11 @@ class DigitsDataModule(ImageDataModule):
         kwargs.setdefault("in_channels", 1)
         kwargs.setdefault("image_size", 8)
         super().__init__(**kwargs)
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves "
+                "no training images: their sum must be < 1"
+            )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
     def load(self) -> Splits:
