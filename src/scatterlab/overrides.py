@@ -8,6 +8,7 @@ that names the closest valid choices.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import sys
@@ -81,10 +82,9 @@ def _check_values(cfg) -> None:
     OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.runtime.output_dir = cfg.hydra.run.dir  # read by ${hydra:...} interpolations
     HydraConfig.instance().set_config(cfg)
-    try:
+    # a value only known inside the job (InterpolationResolutionError): its own check covers it
+    with contextlib.suppress(InterpolationResolutionError):
         validate_config(cfg)
-    except InterpolationResolutionError:
-        pass  # a value only known inside the job: the job's own check covers it
 
 
 def _first_value(override, raw: str) -> str:
@@ -129,7 +129,7 @@ def _bad_override(message: str, config_dir: str, config_name: str, overrides: li
     try:
         cfg = _compose(config_dir, config_name, rest)
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        keys = [str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+        keys = [str(k) for k in node] if OmegaConf.is_dict(node) else []
         close = difflib.get_close_matches(leaf, keys, n=1)
         if close:
             hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)"

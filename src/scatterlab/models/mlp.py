@@ -55,8 +55,8 @@ class MLP(nn.Module):
 
     Weights are N(0, sigma_w^2 / fan_in) (`init=gaussian`) or sigma_w times a random
     orthogonal matrix (`init=orthogonal`), biases N(0, sigma_b^2): the ensembles of the
-    mean-field theory. `init=default` keeps PyTorch's. Input (B, in_channels, input_size, input_size) or (B, in_channels * input_size**2)
-    -> logits (B, num_classes).
+    mean-field theory. `init=default` keeps PyTorch's.
+    Input (B, in_channels, input_size, input_size), or already flat: logits (B, num_classes).
     """
 
     def __init__(
