@@ -3,8 +3,11 @@
 from torch import nn
 
 from scatterlab.models.fixed_scattering import FixedScattering
+from scatterlab.models.mlp import MLP
 from scatterlab.models.resnet import ResNet18
 from scatterlab.models.scattering import LearnedScattering, ScatteringBlock
+from scatterlab.models.sparse_scattering import ISTC, SparseScattering
+from scatterlab.models.tight_frame import TightFrame, TightFrameScattering
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -14,8 +17,13 @@ def count_parameters(module: nn.Module) -> int:
 
 __all__ = [
     "FixedScattering",
+    "ISTC",
     "LearnedScattering",
+    "MLP",
     "ResNet18",
     "ScatteringBlock",
+    "SparseScattering",
+    "TightFrame",
+    "TightFrameScattering",
     "count_parameters",
 ]

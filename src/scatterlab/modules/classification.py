@@ -93,8 +93,32 @@ class ClassificationModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: one, or two when the net names parameters that
+        must not be weight-decayed (`net.no_weight_decay_parameters() -> list[str]`, names as in
+        `net.named_parameters()`, e.g. tight frames kept tight by a Parseval step instead)."""
+        names = getattr(self.net, "no_weight_decay_parameters", None)
+        names = set(names()) if callable(names) else set()
+        unknown = names - {n for n, _ in self.net.named_parameters()}
+        if unknown:
+            raise ValueError(f"no_weight_decay_parameters names unknown parameters {unknown}")
+        no_decay = [p for n, p in self.net.named_parameters() if n in names]
+        ids = {id(p) for p in no_decay}
+        decay = [p for p in self.parameters() if id(p) not in ids]
+        if not no_decay:
+            return [{"params": decay}]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer's step, then `net.after_optimizer_step()` if the net defines it (a
+        projection after every step: the Parseval step of tight frames, a clipped threshold)."""
+        super().optimizer_step(*args, **kwargs)
+        hook = getattr(self.net, "after_optimizer_step", None)
+        if callable(hook):
+            hook()
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
