@@ -96,7 +96,7 @@ def test_multirun_from_cli(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["experiment=does_not_exist"], "experiment/does_not_exist"),
+        (["experiment=does_not_exist"], "unknown experiment 'does_not_exist'"),
         (["model.widht=2"], "model.widht"),
         (["model.width=abc"], "model.width='abc' must be of type float"),
         (["model.nonlinearity=sigmoid"], "model.nonlinearity='sigmoid' is unknown"),
