@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from rainbow_width_sweep import hardware  # noqa: E402
-
+from scatterlab.env import describe, environment  # noqa: E402
 from scatterlab.rainbow.stats import MomentAccumulator, align  # noqa: E402
 
 
@@ -120,7 +119,7 @@ def main() -> None:
         ),
     ]
     head = (
-        f"Hardware: {hardware(args.device)}, torch {torch.__version__}, "
+        f"Hardware: {describe(environment(device=args.device))}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; machine shared with other jobs during the run. "
         f"{args.images} images x 4 positions, batches of {args.batch}."
     )

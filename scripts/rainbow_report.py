@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from rainbow_width_sweep import hardware  # noqa: E402
+from scatterlab.env import describe, environment  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         return f"{100 * m[key]:.1f}" if key in m else "n/a"
 
     lines = [
-        f"Hardware: {hardware(args.device)}. {args.title} "
+        f"Hardware: {describe(environment(device=args.device))}. {args.title} "
         f"(run time {m.get('wall_time_s', float('nan')):.0f} s"
         + (", training included)." if "best_epoch" in m else ")."),
         "",

@@ -328,3 +328,90 @@ def test_width_alignment_is_the_direct_error_and_zero_for_a_permuted_copy(traine
     assert same["blocks.1.proj"].error < 1e-5
     with pytest.raises(ConfigError, match="same depth"):
         width_alignment(trained, _net(widths=(16, 32)), batches)
+
+
+# ---- the Lightning module and train.py -------------------------------------------------------
+def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp_path) -> None:
+    """module.reference_ckpt: the module's width_alignment_error equals width_alignment onto
+    the network rebuilt from the checkpoint's stored config; the reference stays out of the
+    module's parameters and checkpoints."""
+    from functools import partial
+
+    from scatterlab.modules.rainbow import RainbowModule
+    from scatterlab.rainbow import width_alignment
+
+    model_cfg = {
+        "_target_": "scatterlab.models.LearnedScattering",
+        "in_channels": 1,
+        "input_size": 8,
+        "widths": [16, 32, 32],
+        "width": 1.0,
+        "complex_projection": False,
+        "classifier_affine": False,
+        "classifier_bias": False,
+    }
+    path = tmp_path / "ref.ckpt"
+    state = {f"net.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": state, "scatterlab_config": {"model": model_cfg}}, path)
+    narrow = _net(widths=(8, 16, 16), seed=1)
+    reestimate_statistics(narrow, digits[0])
+    module = RainbowModule(
+        narrow, partial(torch.optim.SGD, lr=0.1), rainbow=False, reference_ckpt=str(path)
+    )
+    test = digits[1][:2]
+    got = module.run_width_alignment(test)
+    want = width_alignment(trained, narrow, test)
+    assert set(got) == {f"width_alignment_error/{n}" for n in want} | {"reference_width"}
+    for name, al in want.items():
+        assert got[f"width_alignment_error/{name}"] == pytest.approx(al.error, rel=1e-6)
+    assert got["reference_width"] == 1.0
+    assert not any(k.startswith("_reference") for k in module.state_dict())
+    assert sum(p.numel() for p in module.parameters()) == sum(
+        p.numel() for p in narrow.parameters()
+    )
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": state}, bare)
+    with pytest.raises(CheckpointError, match="stores no run config"):
+        RainbowModule(narrow, partial(torch.optim.SGD, lr=0.1), reference_ckpt=str(bare))
+
+
+def test_rainbow_run_writes_each_value_once_with_a_reference(trained, tmp_path) -> None:
+    """A tiny quickstart_rainbow run with a reference checkpoint: one name per value in
+    metrics.json (no rainbow/ copies), the rainbow metrics and the width alignment beside them."""
+    import json
+    import os
+
+    from tests.conftest import run_cli
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    ref = tmp_path / "ref.ckpt"
+    model_cfg = {
+        "_target_": "scatterlab.models.LearnedScattering",
+        "in_channels": 1,
+        "input_size": 8,
+        "widths": [16, 32, 32],  # the trained fixture: twice the run's widths
+        "width": 1.0,
+        "complex_projection": False,
+        "classifier_affine": False,
+        "classifier_bias": False,
+    }
+    state = {f"net.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"state_dict": state, "scatterlab_config": {"model": model_cfg}}, ref)
+    run = tmp_path / "run"
+    run_cli(
+        "train.py", "experiment=quickstart_rainbow", "model.widths=[8,16,16]",
+        "trainer.max_epochs=1", "module.num_samples=1", "module.retrain_epochs=0",
+        "module.clip_layer=null", f"module.reference_ckpt={ref}", "callbacks.progress_bar=null",
+        "logger=csv", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["trained_acc"] <= 1 and 0 <= metrics["rainbow_acc"] <= 1
+    assert "alignment_error/blocks.1.proj" in metrics
+    assert not [k for k in metrics if k.startswith("rainbow/")]
+    errors = {k: v for k, v in metrics.items() if k.startswith("width_alignment_error/")}
+    assert set(errors) == {
+        "width_alignment_error/blocks.1.proj",
+        "width_alignment_error/blocks.2.proj",
+        "width_alignment_error/classifier",
+    }
+    assert all(0 < e < 2 for e in errors.values()) and metrics["reference_width"] == 1.0

@@ -6,8 +6,12 @@ then at the end of the test epoch runs the rainbow protocol (``scatterlab.rainbo
 weight covariances C_j of the resampled layers (from one or several source networks),
 ``num_samples`` Gaussian rainbow networks with their alignment errors per layer, the
 "rainbow + trained classifier" accuracy (P_J and the classifier retrained), the random-rotation
-control, and optionally the clipping curve of one layer. Results go to ``final_metrics()``
-(so metrics.json), PNG plots to ``output_dir`` and, when a WandbLogger is present, to wandb.
+control, and optionally the clipping curve of one layer (``rainbow=false`` skips all this).
+With ``reference_ckpt`` (a wider trained network of the same depth) it also measures the
+convergence with width: the alignment error of this network's representations onto the
+reference's. Results are logged under one name each (``trained_acc``, ``alignment_error/...``),
+so they reach metrics.json and the loggers once; PNG plots go to ``output_dir`` and, when a
+WandbLogger is present, to wandb.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ class RainbowModule(ClassificationModule):
       the classifier (0 skips it).
     clip_layer / clip_ks: clipping curve (accuracy vs k) of one block, null to skip.
     rotation_control: also resample with random rotations instead of the alignments.
+    rainbow: run the resampling protocol above at test time (false: only test/acc and, with
+      reference_ckpt, the width alignment).
+    reference_ckpt: a trained checkpoint of a wider network of the same depth; the test stage
+      then logs width_alignment_error/{layer} of this network onto it (on test_samples test
+      images), the paper's convergence-with-width measure, and reference_width.
     """
 
     def __init__(
@@ -106,6 +115,8 @@ class RainbowModule(ClassificationModule):
         rotation_control: bool = True,
         rainbow_seed: int = 0,
         output_dir: str | None = None,
+        rainbow: bool = True,
+        reference_ckpt: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, **kwargs)
@@ -140,6 +151,13 @@ class RainbowModule(ClassificationModule):
             seed=rainbow_seed,
         )
         self.output_dir = output_dir
+        self.rainbow = rainbow
+        # in a list, not an attribute: a submodule would go into every checkpoint and optimizer
+        self._reference: list[nn.Module] = []
+        self.reference_width: float | None = None
+        if reference_ckpt is not None:
+            ref, self.reference_width = load_reference(reference_ckpt)
+            self._reference.append(ref)
         self.extra_nets: list[nn.Module] = []
         for i, path in enumerate(source_ckpts or []):
             if i == 0:
@@ -159,9 +177,26 @@ class RainbowModule(ClassificationModule):
         return device_batches(self.trainer.datamodule, split, limit, seed, self.device)
 
     def on_test_epoch_end(self) -> None:
+        self._final = {}
         with torch.inference_mode(False), torch.no_grad():
-            self._final = self.run_rainbow(self._batches("train"), self._batches("test"))
-        self.log_dict({f"rainbow/{k}": v for k, v in self._final.items()}, sync_dist=False)
+            test = self._batches("test")
+            if self.rainbow:
+                self._final.update(self.run_rainbow(self._batches("train"), test))
+            if self._reference:
+                self._final.update(self.run_width_alignment(test))
+        if self._final:
+            # one name per value: the same keys in metrics.json (through callback_metrics and
+            # final_metrics) and in the loggers
+            self.log_dict(self._final, sync_dist=False)
+
+    def run_width_alignment(self, test: list) -> dict[str, float]:
+        """width_alignment_error/{layer} of this network onto the reference network."""
+        ref = self._reference[0].to(self.device).eval()
+        als = rn.width_alignment(ref, self.net.eval(), test)
+        m = {f"width_alignment_error/{name}": float(al.error) for name, al in als.items()}
+        if self.reference_width is not None:
+            m["reference_width"] = float(self.reference_width)
+        return m
 
     def run_rainbow(self, train: list, test: list) -> dict[str, float]:
         """The whole protocol on (x, y) batch lists; returns the flat metrics."""
@@ -284,6 +319,22 @@ class RainbowModule(ClassificationModule):
     def final_metrics(self) -> dict[str, float]:
         """The rainbow metrics of the last test run (unprefixed, for metrics.json)."""
         return dict(self._final)
+
+
+def load_reference(path: str) -> tuple[nn.Module, float | None]:
+    """(network, its model.width) of a train.py checkpoint, built from the config it stores."""
+    from hydra.utils import instantiate
+
+    ckpt = load_checkpoint(path)
+    model_cfg = (ckpt.get("scatterlab_config") or {}).get("model")
+    if not model_cfg:
+        raise CheckpointError(
+            f"{path} stores no run config (scatterlab_config): module.reference_ckpt needs a "
+            "checkpoint written by train.py"
+        )
+    net = rn.check_network(instantiate(model_cfg))
+    load_network_weights(net, path)
+    return net.eval(), model_cfg.get("width")
 
 
 def _clone_architecture(net: nn.Module) -> nn.Module:

@@ -66,17 +66,6 @@ def mean_network_alignments(pairwise: Tensor, num_iters: int = 2) -> list[Tensor
     return aligns
 
 
-def power_law_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Least-squares fit y = c x^alpha in log-log coordinates -> (alpha, c)."""
-    lx = torch.tensor(list(x), dtype=torch.float64).log()
-    ly = torch.tensor(list(y), dtype=torch.float64).log()
-    if len(lx) < 2:
-        return float("nan"), float("nan")
-    design = torch.stack([lx, torch.ones_like(lx)], 1)
-    sol = torch.linalg.lstsq(design, ly[:, None]).solution.flatten()
-    return float(sol[0]), float(sol[1].exp())
-
-
 def whitened_components(weight: Tensor, cov: Tensor) -> Tensor:
     """G = W V Lambda^{-1/2} (N, D): the rows of W on the eigenvectors of C (decreasing),
     each component divided by its standard deviation; white i.i.d. N(0, 1) when the rows of W

@@ -1,0 +1,258 @@
+"""scatterlab-report on real multiruns: a 2 x 2 study of the quickstart, a half-finished copy of
+it, a run without a study, and the same study as a SLURM job array (mark `slurm`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from scatterlab.report import expected_overrides, main, power_law, report
+from tests.conftest import ROOT, read_metrics, run_cli
+
+# The quickstart study at a tiny size: 2 widths x 2 seeds, one epoch of small networks.
+WIDTHS, SEEDS = ("0.25", "0.5"), ("1", "2")
+STUDY = "study=quickstart_width"
+TINY = [
+    f"model.width={','.join(WIDTHS)}",
+    f"seed={','.join(SEEDS)}",
+    "trainer.max_epochs=1",
+    "model.widths=[8,16]",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`train.py -m study=quickstart_width` (4 jobs, default launcher) into a fresh sweep dir."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        run_cli("train.py", "-m", STUDY, *TINY, f"hydra.sweep.dir={sweep_dir}")
+    return sweep_dir
+
+
+def _job_dirs(sweep: Path) -> dict[tuple[str, str], Path]:
+    """(width, seed) -> the job's run dir, from each job's own overrides."""
+    out = {}
+    for d in sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir()):
+        ov = dict(
+            o.split("=", 1) for o in yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text())
+        )
+        out[(ov["model.width"], ov["seed"])] = d
+    return out
+
+
+def test_report_means_and_stds_are_those_of_the_metrics_files(sweep: Path) -> None:
+    assert main([str(sweep)]) == 0  # the layout comes from the study stored in the sweep
+    data = json.loads((sweep / "report.json").read_text())
+    dirs = _job_dirs(sweep)
+    assert set(dirs) == {(w, s) for w in WIDTHS for s in SEEDS}
+    rows = {r["values"]["model.width"]: r for r in data["rows"]}
+    assert sorted(rows) == [0.25, 0.5]
+    for w in WIDTHS:
+        accs = [read_metrics(dirs[(w, s)])["test/acc"] for s in SEEDS]
+        m = rows[float(w)]["metrics"]["test/acc"]
+        assert m["n"] == 2 and rows[float(w)]["n"] == 2
+        assert m["mean"] == pytest.approx(statistics.fmean(accs), abs=1e-12)
+        assert m["std"] == pytest.approx(statistics.stdev(accs), abs=1e-12)
+        # and the table shows them, in percent with one decimal
+        md = (sweep / "report.md").read_text()
+        assert f"| {w} | {100 * m['mean']:.1f} ± {100 * m['std']:.1f} |" in md
+    # two widths, two networks of different sizes; the seeds share it
+    params = {w: rows[float(w)]["metrics"]["num_params"] for w in WIDTHS}
+    assert params["0.25"]["std"] == 0 and params["0.25"]["mean"] < params["0.5"]["mean"]
+    assert (sweep / "report.png").stat().st_size > 10_000
+    assert "Hardware: " in md and "cores" in md  # from the jobs' env, not guessed
+    assert "did not finish" not in md
+
+
+def test_half_finished_sweep_lists_failed_and_missing_jobs(sweep: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "sweep"
+    shutil.copytree(sweep, broken)
+    dirs = _job_dirs(broken)
+    crashed, gone = dirs[("0.5", "1")], dirs[("0.5", "2")]
+    (crashed / "metrics.json").unlink()  # a job that died before writing its metrics
+    shutil.rmtree(gone)  # a job that never started
+    diverged = dirs[("0.25", "2")]
+    m = read_metrics(diverged)
+    (diverged / "metrics.json").write_text(
+        json.dumps({**m, "status": "diverged", "diverged_step": 7})
+    )
+    data = report([broken])
+    jobs = {(j["overrides"][0], j["overrides"][1]): j for j in data["jobs"]}
+    assert len(jobs) == 4
+    bad = {k: j for k, j in jobs.items() if j["status"] != "ok"}
+    assert {k: j["status"] for k, j in bad.items()} == {
+        ("model.width=0.5", "seed=1"): "failed",
+        ("model.width=0.5", "seed=2"): "missing",
+        ("model.width=0.25", "seed=2"): "diverged",
+    }
+    assert bad[("model.width=0.5", "seed=1")]["logs"] == [str(crashed / "train.log")]
+    assert bad[("model.width=0.5", "seed=2")]["dir"] == str(gone)  # numbered as the sweep did
+    md = (broken / "report.md").read_text()
+    assert "3 of 4 jobs did not finish" in md and "diverged at step 7" in md
+    for j in bad.values():
+        assert f"rerun: `{j['rerun']}`" in md and j["rerun"].endswith(f"hydra.run.dir={j['dir']}")
+    # the one finished job is still reported, alone
+    rows = {r["values"]["model.width"]: r for r in data["rows"]}
+    only = read_metrics(dirs[("0.25", "1")])["test/acc"]
+    assert rows[0.25]["metrics"]["test/acc"]["mean"] == pytest.approx(only)
+    assert rows[0.25]["metrics"]["test/acc"]["std"] is None and rows[0.25]["n"] == 1
+    assert rows[0.5]["n"] == 0 and rows[0.5]["metrics"]["test/acc"]["mean"] is None
+
+    # the printed command composes exactly the crashed job's config, into its own run dir
+    rerun = shlex.split(bad[("model.width=0.5", "seed=1")]["rerun"])
+    assert rerun[:2] == ["python", "train.py"] and rerun[-1] == f"hydra.run.dir={crashed}"
+    saved = yaml.safe_load((crashed / ".hydra" / "config.yaml").read_text())
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+        cfg = compose("train", overrides=rerun[2:-1])
+    assert OmegaConf.to_container(cfg) == saved
+
+
+def test_expected_jobs_follow_the_basic_sweeper(sweep: Path) -> None:
+    jobs = expected_overrides(sweep / "multirun.yaml")
+    # the study's sweep, replaced by the command line's values, in Hydra's job order
+    assert [j[:2] for j in jobs] == [
+        [f"model.width={w}", f"seed={s}"] for w in WIDTHS for s in SEEDS
+    ]
+    assert all(STUDY in j for j in jobs)
+
+
+def test_plain_table_without_study_and_errors(sweep: Path, tmp_path: Path, capsys) -> None:
+    run = _job_dirs(sweep)[("0.25", "1")]
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = report([copy], study_name=None)
+    assert data["study"] is not None  # the run still carries its study node
+    cfg = copy / ".hydra" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("study:", "unused_study:", 1))
+    data = report([copy])
+    assert data["study"] is None and len(data["jobs"]) == 1
+    md = (copy / "report.md").read_text()
+    acc = read_metrics(copy)["test/acc"]
+    assert f"{acc:.4g}" in md and "test/acc" in md and "| ok |" in md
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(empty) in err[0]
+    assert main([str(copy), "--study", "nope"]) == 2
+    assert "studies: " in capsys.readouterr().err
+
+
+def test_power_law_recovers_the_exponent() -> None:
+    xs = [0.125, 0.25, 0.5, 1.0]
+    assert power_law(xs, [3.0 * x**-0.6 for x in xs]) == pytest.approx((-0.6, 3.0), abs=1e-12)
+
+
+def test_study_files_compose() -> None:
+    """Every study picks its experiment and holds a study node with rows and metrics."""
+    names = sorted(p.stem for p in (ROOT / "configs" / "study").glob("*.yaml"))
+    assert "quickstart_width" in names
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+        for name in names:
+            cfg = compose("train", overrides=[f"study={name}"], return_hydra_config=True)
+            assert cfg.study.metrics and cfg.hydra.sweeper.params, name
+
+
+@pytest.mark.slurm
+def test_study_as_a_slurm_job_array(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "slurm_cluster.sh"
+    proc = subprocess.run([str(script)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.skip(f"no SLURM cluster: {(proc.stderr or proc.stdout).strip()[-200:]}")
+    run_cli(
+        "train.py", "-m", STUDY, "model.width=0.25", "seed=1,2", *TINY[2:],
+        "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    script_text = next((tmp_path / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-1" in script_text
+    data = report([tmp_path])
+    assert [j["status"] for j in data["jobs"]] == ["ok", "ok"]
+    # each job's SLURM stderr is found beside its train.log (what a failed job would list)
+    for i, j in enumerate(data["jobs"]):
+        assert any(p.endswith(f"_{i}_0_log.err") for p in j["logs"]), j["logs"]
+    (row,) = data["rows"]
+    accs = [read_metrics(tmp_path / str(i))["test/acc"] for i in (0, 1)]
+    assert row["n"] == 2 and row["metrics"]["test/acc"]["mean"] == pytest.approx(
+        statistics.fmean(accs)
+    )
+
+
+def _fake_job(d: Path, overrides: list[str], study: dict, metrics: dict) -> None:
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"study": study, "seed": 0}))
+    (d / "metrics.json").write_text(json.dumps({**metrics, "status": "ok"}))
+
+
+def test_globs_offsets_published_values_and_fits(tmp_path: Path) -> None:
+    """Written jobs (no training): glob columns with {name} labels, offset/scale (an error in %
+    from an accuracy), published values matched by row, and the fitted exponent exact."""
+    study = {
+        "title": "fake",
+        "rows": ["model.width"],
+        "metrics": [
+            {
+                "key": "test/acc",
+                "label": "error (%)",
+                "offset": 100,
+                "scale": -100,
+                "format": ".1f",
+            },
+            {"key": "err/*", "label": "e {name}", "format": ".4f"},
+        ],
+        "published": {"label": "paper", "values": [{"match": {"model.width": 1}, "test/acc": 7.7}]},
+        "fits": [{"x": "model.width", "key": "err/*", "published": {"a": -0.5}}],
+    }
+    for i, (w, s) in enumerate([(0.5, 1), (0.5, 2), (1, 1), (1, 2), (2, 1)]):
+        acc = 0.9 + 0.01 * s
+        m = {"test/acc": acc, "err/a": 3 * w**-0.5, "err/b": 2 * w**-0.25 * (1 + 0.1 * s)}
+        _fake_job(tmp_path / str(i), [f"model.width={w}", f"seed={s}"], study, m)
+    data = report([tmp_path])
+    rows = {r["values"]["model.width"]: r for r in data["rows"]}
+    assert [c["label"] for c in data["columns"]] == ["error (%)", "e a", "e b"]
+    assert rows[1]["published"] == {"test/acc": 7.7} and rows[0.5]["published"] == {}
+    md = (tmp_path / "report.md").read_text()
+    # 100 - 100 * mean(0.91, 0.92) = 8.5, its std 100 * stdev = 0.7; published beside it
+    assert "| 1 | 8.5 ± 0.7 | 7.7 |" in md and "| 2 | 9.0 | n/a |" in md
+    fits = {f["key"]: f for f in data["fits"]}
+    assert fits["err/a"]["alpha"] == pytest.approx(-0.5, abs=1e-12)
+    assert fits["err/a"]["published"] == -0.5 and fits["err/b"]["published"] is None
+    assert -0.3 < fits["err/b"]["alpha"] < -0.2
+    assert data["hardware"] == [] and "not recorded" in md
+
+
+def test_two_row_keys_fit_and_plot_per_value_of_the_other(tmp_path: Path) -> None:
+    """rows [kind, size]: one power-law fit (and one plotted line) per kind."""
+    study = {
+        "rows": ["model.kind", "data.size"],
+        "seed": None,
+        "metrics": [{"key": "err"}],
+        "fits": [{"x": "data.size", "key": "err"}],
+        "plot": {"x": "data.size", "y": ["err"], "xscale": "log", "yscale": "log"},
+    }
+    alphas = {"wsgm": 0.0, "sgm": 1.5}
+    for i, (kind, size) in enumerate((k, s) for k in alphas for s in (16, 32, 64)):
+        m = {"err": 0.1 * size ** alphas[kind]}
+        _fake_job(tmp_path / str(i), [f"model.kind={kind}", f"data.size={size}"], study, m)
+    data = report([tmp_path])
+    fits = {f["group"]: f["alpha"] for f in data["fits"]}
+    assert fits == pytest.approx({"model.kind=wsgm": 0.0, "model.kind=sgm": 1.5}, abs=1e-12)
+    assert len(data["rows"]) == 6 and (tmp_path / "report.png").stat().st_size > 10_000
