@@ -82,16 +82,19 @@ accuracy)
   # recipe compressed to $EPOCHS epochs; max_time stops a run that would outlast the lease
   # (it then tests its best checkpoint, and the epochs column says so).
   E=${EPOCHS:-25}
-  step "${LIMIT:-480}" accuracy python3 scripts/cifar_accuracy.py \
-    --data-root data/cifar10-jpeg --trainer gpu --epochs "$E" --parallel \
-    --tag "gpu_compressed$E" trainer.precision=bf16-mixed module.channels_last=true \
-    module.compile=true "+trainer.max_time=${MAX_TIME:-00:00:06:30}" \
-    --experiments cifar_scattering cifar_scattering_noskip cifar_resnet18
+  step "${LIMIT:-480}" accuracy python3 train.py -m study=cifar_accuracy \
+    experiment=cifar_scattering,cifar_scattering_noskip,cifar_resnet18 trainer=gpu \
+    trainer.max_epochs="$E" module.scheduler.step_size=$(((E * 70 + 150) / 300)) \
+    trainer.precision=bf16-mixed module.channels_last=true module.compile=true \
+    "+trainer.max_time=${MAX_TIME:-00:00:06:30}" hydra/launcher=joblib \
+    hydra.launcher.n_jobs=3 hydra.sweep.dir=outputs/cifar_accuracy_gpu
+  python3 -m scatterlab.report outputs/cifar_accuracy_gpu --out "results/cifar_accuracy_gpu$E"
   ;;
 rainbow)
-  step "${LIMIT:-540}" rainbow python3 scripts/rainbow_width_sweep.py --device cuda \
-    --epochs "${EPOCHS:-15}" --widths 0.125 0.25 0.5 1 --parallel --threads 2 \
-    --runs outputs/rainbow_width_gpu --out results/rainbow_width_gpu
+  step "${LIMIT:-540}" rainbow python3 train.py -m study=rainbow_width \
+    model.width=0.125,0.25,0.5,1 trainer=gpu trainer.max_epochs="${EPOCHS:-15}" \
+    hydra/launcher=joblib hydra.launcher.n_jobs=4 hydra.sweep.dir=outputs/rainbow_width_gpu
+  python3 -m scatterlab.report outputs/rainbow_width_gpu --out results/rainbow_width_gpu
   ;;
 wsgm)
   # one process per lattice size, then one table
