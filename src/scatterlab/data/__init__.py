@@ -7,6 +7,8 @@ from scatterlab.data.datasets import (
     ImageFolderDataModule,
     ImageNetDataModule,
 )
+from scatterlab.data.infoplane import InfoPlaneDataModule
+from scatterlab.data.texture import TextureDataModule  # noqa: F401
 
 __all__ = [
     "CIFAR10DataModule",
@@ -14,6 +16,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "ImageNetDataModule",
+    "InfoPlaneDataModule",
     "SeededSampler",
     "TensorImages",
     "crop_flip",
