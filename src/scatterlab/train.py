@@ -147,11 +147,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     epoch_timer = EpochTimer()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        # the timer first: its epoch end comes before other callbacks' (e.g. an analysis)
         callbacks=[
+            epoch_timer,
             *callbacks,
             SaveConfig(resolved),
             PreemptionHandler(),
-            epoch_timer,
             FiniteLossGuard(),
         ],
         logger=loggers or False,
