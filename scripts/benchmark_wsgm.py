@@ -21,10 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from wsgm_steps_vs_size import hardware  # noqa: E402
-
+from scatterlab.env import describe, environment  # noqa: E402
 from scatterlab.wsgm.diffusion import SGM, WSGM  # noqa: E402
 from scatterlab.wsgm.phi4 import HMCSampler, Phi4Config  # noqa: E402
 
@@ -110,7 +108,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     gpu = a.device.startswith("cuda")
     L = a.size
-    res = {"hardware": hardware(a.device), "size": L, "base_channels": a.base_channels}
+    env = environment(device="cuda" if gpu else "cpu")
+    hw = describe(env) + ("" if gpu else f", {torch.get_num_threads()} thread(s)")
+    res = {"hardware": hw, "size": L, "base_channels": a.base_channels}
     res["simulator"] = bench_simulator(L, 1024 if gpu else 64, 2 if a.quick else 10, a.device)
     print(res["simulator"], flush=True)
     batch = 64 if gpu else 8

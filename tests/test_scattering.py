@@ -195,3 +195,150 @@ def test_modulus_gradient() -> None:
     zero = torch.zeros(4, requires_grad=True)
     _modulus(zero, zero).sum().backward()
     assert torch.equal(zero.grad, torch.zeros(4))
+
+
+# --- batch-last path (complex skip blocks on the CPU) against the reference path -------------
+
+
+def _reference_copy(net: LearnedScattering) -> LearnedScattering:
+    """The same network (same weights and buffers) running every block's reference path."""
+    import copy
+
+    ref = copy.deepcopy(net)
+    for block in ref.blocks:
+        block.batch_last = False
+    return ref
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize(
+    "dtype, training, input_size",  # 14: odd maps (7) are cropped
+    [
+        (torch.float64, True, 16),
+        (torch.float64, False, 14),
+        (torch.float32, True, 14),
+        (torch.float32, False, 16),
+    ],
+)
+def test_batch_last_path_equals_reference(
+    dtype: torch.dtype, training: bool, input_size: int
+) -> None:
+    """Outputs, gradients (weights and input) and running statistics of the batch-last path
+    equal the reference path's within rounding (float32 GEMMs)."""
+    torch.manual_seed(0)
+    net = LearnedScattering(widths=(8, 16, 16, 32), input_size=input_size, cpu_matmul="float32").to(
+        dtype
+    )
+    ref = _reference_copy(net)
+    net.train(training), ref.train(training)
+    if not training:  # non-trivial running estimates
+        for block in (*net.blocks, *ref.blocks):
+            std = block.standardization
+            g = torch.Generator().manual_seed(1)
+            std.running_mean.copy_(torch.randn(std.running_mean.shape, generator=g) * 0.1)
+            std.running_var.copy_(torch.rand(std.running_var.shape, generator=g) + 0.5)
+    x = torch.randn(6, 3, input_size, input_size, dtype=dtype)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    # the path is taken by every block with complex input (all but the first)
+    h = torch.empty(6, 16, input_size, input_size, dtype=dtype)  # block 0's output
+    assert net.blocks[1]._batch_last_applies(h) and not net.blocks[0]._batch_last_applies(x)
+    out, expected = net(xs[0]), ref(xs[1])
+    tol = 1e-6 if dtype == torch.float64 else 2e-5  # the reference normalizes in float32
+    assert _rel_err(out, expected) < tol
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [xs[0], *net.parameters()], g)
+    expected_grads = torch.autograd.grad(expected, [xs[1], *ref.parameters()], g)
+    for a, b in zip(grads, expected_grads, strict=True):
+        assert a.shape == b.shape and _rel_err(a, b) < 10 * tol
+    for a, b in zip(net.buffers(), ref.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    if training:  # the estimates moved
+        assert net.blocks[1].standardization.running_mean.abs().sum() > 0
+
+
+def test_batch_last_block_output_is_a_view_of_batch_last_storage() -> None:
+    """Blocks return (B, C, H, W) tensors stored (C, H, W, B): the next block reads them
+    without a copy, and hooks on `blocks.<i>` see the reference path's values."""
+    torch.manual_seed(0)
+    net = LearnedScattering(widths=(8, 16, 16), input_size=16, cpu_matmul="float32")
+    ref = _reference_copy(net)
+    x = torch.randn(4, 3, 16, 16)
+    h = net.blocks[1](net.blocks[0](x))
+    assert h.shape == (4, 32, 8, 8) and h.permute(1, 2, 3, 0).is_contiguous()
+    torch.testing.assert_close(h, ref.blocks[1](ref.blocks[0](x)), rtol=1e-5, atol=1e-6)
+    # per-pixel normalization: unit norm over the channels
+    torch.testing.assert_close(h.pow(2).sum(1), torch.ones(4, 8, 8), rtol=1e-5, atol=1e-5)
+
+
+def test_hooks_on_submodules_see_the_reference_path() -> None:
+    """A pre-hook on blocks.<i>.proj gets (rho(W x), mean, scale) as on the reference path."""
+    torch.manual_seed(0)
+    net = LearnedScattering(widths=(8, 16), input_size=16, cpu_matmul="float32")
+    seen = []
+    handle = net.blocks[1].proj.register_forward_pre_hook(lambda m, args: seen.append(args))
+    x = torch.randn(4, 3, 16, 16)
+    out = net(x)
+    handle.remove()
+    assert len(seen) == 1 and seen[0][0].shape == (4, net.blocks[1].features * 3 // 2, 8, 8)
+    torch.testing.assert_close(out, _reference_copy(net)(x))
+
+
+def test_batch_last_saves_only_what_backward_needs() -> None:
+    """Saved activations of a complex skip block: Y = W z (10 n (1 + L) P B values; M = |Y|
+    is recomputed) and the output, against more than twice as much on the reference path."""
+    torch.manual_seed(0)
+    B, n, out_ch, L, size = 8, 16, 32, 4, 16
+    net = LearnedScattering(widths=(n, out_ch), input_size=2 * size, cpu_matmul="float32")
+    block = net.blocks[1]
+    x = net.blocks[0](torch.randn(B, 3, 2 * size, 2 * size)).detach().requires_grad_()
+
+    held = {t.untyped_storage().data_ptr() for t in (*net.parameters(), *net.buffers())}
+    held |= {t.untyped_storage().data_ptr() for t in block.wavelet._matrices.values()}
+
+    def saved_bytes(fn) -> int:
+        total = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in held:  # activations, not the weights or W's matrix
+                total[ptr] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(x).sum()
+        return sum(total.values())
+
+    P = size * size
+    needed = (2 * n * (1 + L) + 2 * out_ch) * P * B * 4  # Y, output (float32)
+    needed += 2 * block.proj.weight.numel() * 4 + 2**16  # P_j reordered, statistics
+    fast = saved_bytes(block.forward_batch_last)
+    reference = saved_bytes(block.forward_reference)
+    assert fast <= needed and reference >= 2.2 * fast
+
+
+def test_cpu_matmul_dtype() -> None:
+    """auto is bf16 exactly where the CPU has native bf16; float64 models stay float64; the
+    bf16 network's logits are float32 and close to the float32 network's."""
+    from scatterlab.models.scattering import _cpu_has_bf16, matmul_dtype
+
+    bf16 = torch.bfloat16
+    assert matmul_dtype("auto", torch.float32) == (bf16 if _cpu_has_bf16() else torch.float32)
+    assert matmul_dtype("bfloat16", torch.float32) == bf16
+    assert matmul_dtype("bfloat16", torch.float64) == torch.float64
+    assert matmul_dtype("float32", torch.float32) == torch.float32
+    with pytest.raises(ConfigError, match="model.cpu_matmul"):
+        LearnedScattering(cpu_matmul="fp8")
+    torch.manual_seed(0)
+    net = LearnedScattering(widths=(8, 16, 16), input_size=16, cpu_matmul="float32").eval()
+    x = torch.randn(8, 3, 16, 16)
+    expected = net(x)
+    for block in net.blocks:
+        block.cpu_matmul = "bfloat16"
+    h = net.blocks[1](net.blocks[0](x))
+    assert h.dtype == bf16
+    out = net(x)
+    assert out.dtype == torch.float32
+    assert 0 < _rel_err(out, expected) < 0.05  # bf16 rounding (2^-8), not float32's

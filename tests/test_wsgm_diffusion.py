@@ -147,7 +147,7 @@ def test_wsgm_standardizes_each_scale() -> None:
 
 
 def test_exact_score_wsgm_and_sgm_reproduce_a_gaussian_spectrum() -> None:
-    """The oracle scores (used by scripts/wsgm_gaussian_oracle.py) are right: with enough
+    """The oracle scores (used by the wsgm_gaussian_oracle study) are right: with enough
     steps both samplers reproduce the exact spectrum; with 2 steps they do not."""
     from scatterlab.wsgm.oracle import oracle_sgm, oracle_wsgm
 
@@ -161,38 +161,31 @@ def test_exact_score_wsgm_and_sgm_reproduce_a_gaussian_spectrum() -> None:
         assert float(((radial_power_spectrum(x) / theory - 1) ** 2).mean().sqrt()) > 0.3
 
 
-def test_steps_vs_size_merge_keeps_every_size(tmp_path) -> None:
-    """Runs split over processes (one per L) merge into one table with all their sizes."""
-    import json
-    import sys
-    from pathlib import Path
+def test_pixel_detail_net_matches_at_init_and_is_shift_covariant() -> None:
+    """detail_net=pixel: zero-initialised outputs give the same samples as the wavelet-channel
+    network; with random weights, shifting the field by 2 pixels (1 Haar coefficient) shifts
+    the predicted detail noise by 1 coefficient (circular U-Net on the pixel field)."""
+    from scatterlab.wsgm.diffusion import PixelDetailNet
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from wsgm_steps_vs_size import merge
-
-    settings = dict(train_steps=10, train_seconds=1.0, lr=1e-3, batch_pixels=64, grid="uniform")
-    settings.update(eps_skip=True, base_channels=4, pixels=256)
-
-    def part(L: int, **extra) -> Path:
-        info = dict(
-            data_floor=0.01, train_steps=10, loss_first=1.0, loss_last=0.5, n_params=1, n_eval=4
-        )
-        run = {"info": info, "errors": {"2": 0.5, "4": 0.04}, "sec": {"2": 0.1, "4": 0.2}}
-        res = {
-            "hardware": "test",
-            "settings": {**settings, "sizes": [L], **extra},
-            "runs": {"WSGM": {str(L): run}, "SGM": {str(L): run}},
-        }
-        path = tmp_path / f"L{L}.json"
-        path.write_text(json.dumps(res))
-        return path
-
-    out = str(tmp_path / "merged")
-    merge([str(part(16)), str(part(32))], out)
-    res = json.loads(Path(out + ".json").read_text())
-    assert res["settings"]["sizes"] == [16, 32]
-    assert set(res["runs"]["SGM"]) == {"16", "32"}
-    table = Path(out + ".md").read_text()
-    assert "| WSGM | 32 | 0.010 | 0.500 | 0.040 | 4 |" in table
-    with pytest.raises(SystemExit, match="different lr"):
-        merge([str(part(16)), str(part(64, lr=1.0))], out)
+    data = _gaussian(64)
+    models = {}
+    for kind in ("wavelet", "pixel"):
+        torch.manual_seed(0)
+        models[kind] = WSGM(size=16, levels=2, net=NET, detail_net=kind)
+        models[kind].fit_stats(data)
+    a = models["wavelet"].sample(8, 4, grid="quadratic", seed=3)
+    b = models["pixel"].sample(8, 4, grid="quadratic", seed=3)
+    assert torch.allclose(a, b, atol=1e-5)
+    net = models["pixel"].nets[1]
+    assert isinstance(net, PixelDetailNet) and net.unet.in_channels == 2
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.unet.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    z, cond, t = torch.randn(2, 3, 8, 8), torch.randn(2, 1, 8, 8), torch.full((2,), 0.3)
+    out = net(z, t, cond)
+    shifted = net(torch.roll(z, (1, 1), (-2, -1)), t, torch.roll(cond, (1, 1), (-2, -1)))
+    assert out.abs().max() > 1e-2
+    assert torch.allclose(shifted, torch.roll(out, (1, 1), (-2, -1)), atol=1e-4)
+    with pytest.raises(Exception, match="detail_net"):
+        WSGM(size=16, levels=1, detail_net="fourier")

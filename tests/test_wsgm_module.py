@@ -83,6 +83,8 @@ def test_tiny_quickstart_writes_metrics_and_samples(tmp_path: Path) -> None:
     ):
         assert key in saved, key
     assert saved["spectrum_error"] == pytest.approx(metrics["spectrum_error"])
+    e, e_data = saved["energy_per_site"], saved["energy_per_site_data"]
+    assert saved["energy_error"] == pytest.approx(abs(e - e_data) / e_data)
     samples = torch.load(tmp_path / "samples.pt")
     assert samples.shape == (16, 1, 16, 16)
     assert (tmp_path / "samples.png").stat().st_size > 0
@@ -108,16 +110,94 @@ def test_pixels_per_scale_gives_coarse_scales_more_images(tmp_path: Path) -> Non
     module = instantiate(cfg.module)
     seen = []  # (images, resolution) each scale's diffusion loss was given
     loss = module.net.diffusion.loss
-    module.net.diffusion.loss = lambda net, x0, cond=None: (  # record, then compute as usual
-        seen.append((x0.shape[0], x0.shape[-1])) or loss(net, x0, cond)
+    module.net.diffusion.loss = lambda net, x0, cond=None, **kw: (  # record, then compute
+        seen.append((x0.shape[0], x0.shape[-1])) or loss(net, x0, cond, **kw)
     )
     module.net.fit_stats(torch.randn(64, 1, 16, 16))
     module.training_step(torch.randn(64, 1, 16, 16), 0)
     # coarsest 4x4 low-pass: 512 / 16 = 32 images; finest (8x8) details given their 8x8
     # low-pass: 512 / 64 = 8; coarser 4x4 details: 32
     assert seen == [(32, 4), (8, 8), (32, 4)]
-    sgm = ["experiment=phi4_sgm", "logger=csv", "module.pixels_per_scale=512"]
-    cfg = _compose(sgm, tmp_path)
-    with pytest.raises(Exception, match="pixels_per_scale") as info:
-        instantiate(cfg.module)
-    assert isinstance(info.value.__cause__ or info.value, ConfigError)
+    # SGM: its single 16x16 scale trains on 512 / 256 = 2 images
+    sgm = ["experiment=phi4_sgm", "logger=csv", "data.size=16", "module.pixels_per_scale=512"]
+    module = instantiate(_compose(sgm, tmp_path).module)
+    seen.clear()
+    loss = module.net.diffusion.loss
+    module.net.diffusion.loss = lambda net, x0, cond=None, **kw: (
+        seen.append((x0.shape[0], x0.shape[-1])) or loss(net, x0, cond, **kw)
+    )
+    module.net.fit_stats(torch.randn(64, 1, 16, 16))
+    module.training_step(torch.randn(64, 1, 16, 16), 0)
+    assert seen == [(2, 16)]
+
+
+@pytest.mark.parametrize("model", ["wsgm", "sgm"])
+@pytest.mark.parametrize("size,levels", [(16, 1), (32, 2), (64, 3)])
+def test_steps_study_job_configs(model: str, size: int, levels: int, tmp_path: Path) -> None:
+    """experiment=wsgm_steps: one setting for every L, coarsest scale / bottleneck 8x8."""
+    cfg = _compose(["experiment=wsgm_steps", f"model={model}", f"data.size={size}"], tmp_path)
+    net = instantiate(cfg.model)
+    if model == "wsgm":
+        assert isinstance(net, WSGM) and net.levels == levels
+        assert net.nets[0].inp.in_channels == 1 and len(net.nets) == levels + 1
+    else:
+        assert isinstance(net, SGM) and net.net.n_down == levels  # 8x8 bottleneck
+    module = instantiate(cfg.module)
+    assert list(module.hparams.eval_steps) == [2, 4, 8, 16, 32, 64, 128]
+    with pytest.raises(ConfigError, match="coarsest"):
+        WSGM(size=size, coarsest=12)
+
+
+def test_eval_steps_is_checked(tmp_path: Path) -> None:
+    for bad in ("[]", "[0,4]"):
+        cfg = _compose(["experiment=quickstart_wsgm", f"module.eval_steps={bad}"], tmp_path)
+        with pytest.raises(Exception, match="eval_steps") as info:
+            instantiate(cfg.module)
+        assert isinstance(info.value.__cause__ or info.value, ConfigError)
+
+
+def test_oracle_study_job_metrics_per_step_count(tmp_path: Path) -> None:
+    """train=false job with exact scores: per-N metrics; the error falls with N to near the
+    floor of exact samples (Gaussian field, L = 16, WSGM J = 1)."""
+    from scatterlab.train import train
+
+    overrides = [
+        "experiment=wsgm_gaussian_oracle",
+        "logger=csv",
+        "data.n_train=256",
+        "data.n_test=256",
+        "module.n_reference=256",
+        "module.eval_steps=[2,32]",
+        "module.eval_pixels=65536",
+        "module.n_samples=16",
+        "callbacks.progress_bar=null",
+    ]
+    metrics = train(_compose(overrides, tmp_path))
+    assert metrics["eval_samples"] == 256
+    e2, e32 = metrics["steps/N=2/spectrum_error"], metrics["steps/N=32/spectrum_error"]
+    assert e2 > 0.5 and e32 < 0.08 and e32 < 3 * metrics["floor/spectrum_error"] + 0.02
+    assert metrics["steps/N=2/hist_distance"] > metrics["steps/N=32/hist_distance"]
+    # Gaussian field: the energy is the mass-term one; N = 32 gets it within a few percent
+    assert metrics["steps/N=32/energy_error"] < 0.05 < metrics["steps/N=2/energy_error"]
+    assert (tmp_path / "samples.png").exists()
+
+
+def test_comparison_figure_curves_and_file(tmp_path: Path) -> None:
+    """samples.png's lower row: densities integrate to the mass inside the bins, spectra are
+    the metric's; the file is the 2 x 2 figure."""
+    import matplotlib.image as mpimg
+
+    from scatterlab.wsgm.metrics import radial_power_spectrum
+    from scatterlab.wsgm.plots import comparison_figure, figure_curves
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(64, 1, 16, 16, generator=g)
+    c = figure_curves(2 * data, data, bins=50)
+    width = float(c["edges"][1] - c["edges"][0])
+    assert float(c["hist_data"].sum()) * width == pytest.approx(0.999, abs=2e-3)
+    inside = ((2 * data >= c["edges"][0]) & (2 * data <= c["edges"][-1])).double().mean()
+    assert float(c["hist_samples"].sum()) * width == pytest.approx(float(inside), abs=1e-9)
+    assert torch.allclose(c["spectrum_samples"], 4 * radial_power_spectrum(data))
+    img = mpimg.imread(comparison_figure(data, data, tmp_path / "same.png", title="x"))
+    assert img.shape[:2] == (765, 855)  # 9.5 x 8.5 inches at 90 dpi
+    assert (img[..., :3] < 0.5).any() and (img[..., :3] > 0.9).any()

@@ -7,6 +7,8 @@ get random periodic shifts and flips, exact symmetries of the lattice distributi
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -32,6 +34,7 @@ class Phi4DataModule(L.LightningDataModule):
         beta: float = 0.68,
         field: str = "phi4",
         mass2: float = 0.1,
+        mass2_L: float | None = None,
         n_train: int = 2048,
         n_val: int = 256,
         n_test: int = 512,
@@ -60,6 +63,13 @@ class Phi4DataModule(L.LightningDataModule):
             raise ConfigError(f"unknown data.field {field!r}: use one of {FIELDS}")
         if min(n_train, n_val, n_test) < 1 or batch_size < 1:
             raise ConfigError("data.n_train, n_val, n_test and batch_size must be positive")
+        if mass2_L is not None:
+            if field == "phi4":
+                raise ConfigError("data.mass2_L is for Gaussian fields: set data.field=gaussian")
+            if mass2_L <= 0:
+                raise ConfigError(f"data.mass2_L must be positive, got {mass2_L}")
+            # m^2 = mass2_L (2 pi / L)^2: a correlation length proportional to L (critical-like)
+            mass2 = mass2_L * (2 * math.pi / size) ** 2
         self.size, self.beta, self.field, self.mass2 = size, beta, field, mass2
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.sim = Phi4Config(

@@ -5,7 +5,11 @@ EMA model's loss (``val/loss``). Test: draws ``n_samples`` samples with the EMA 
 ``test/spectrum_error``, ``test/spectrum_error_l2``, ``test/hist_distance`` (and, for
 lattice fields, ``test/energy_per_site`` vs ``test/energy_per_site_data``; for RGB images
 ``test/fid`` when Inception weights are available), writes ``samples.pt`` (N x C x H x W)
-and ``samples.png`` into ``output_dir``, and sends the grid to wandb when it is a logger.
+and ``samples.png`` (samples beside training data, marginal histograms and radial spectra
+overlaid against the test data) into ``output_dir``, and sends a sample grid to wandb when
+it is a logger. With ``eval_steps`` (a list of N), the test stage also samples
+eval_pixels / L^2 fields at every N and logs ``steps/N=<N>/{spectrum_error, hist_distance,
+energy_error, seconds}`` and the data's own ``floor/...`` (the steps-vs-size study).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch import Tensor
 
 from scatterlab.errors import ConfigError
-from scatterlab.wsgm.diffusion import GRIDS, WSGM, ScoreModel, ema_decay_at, ema_update
+from scatterlab.wsgm.diffusion import GRIDS, ScoreModel, ema_decay_at, ema_update
 from scatterlab.wsgm.metrics import (
     energy_per_site,
     histogram_distance,
@@ -57,18 +61,25 @@ class WSGMModule(L.LightningModule):
         output_dir: str | None = None,
         num_threads: int | None = None,
         pixels_per_scale: int | None = None,
+        eval_steps: list[int] | None = None,
+        eval_pixels: int | None = None,
     ) -> None:
         super().__init__()
         if grid not in GRIDS:
             raise ConfigError(f"unknown module.grid {grid!r}: use one of {GRIDS}")
-        if pixels_per_scale is not None and not isinstance(net, WSGM):
-            raise ConfigError(
-                "module.pixels_per_scale is for WSGM models (model=wsgm): set it to null"
-            )
         if pixels_per_scale is not None and pixels_per_scale < 1:
             raise ConfigError(f"module.pixels_per_scale must be >= 1, got {pixels_per_scale}")
         if n_samples < 1 or sample_steps < 1 or sample_batch < 1:
             raise ConfigError("module.n_samples, sample_steps and sample_batch must be >= 1")
+        if eval_steps is not None and (
+            not list(eval_steps) or any(int(k) != k or k < 1 for k in eval_steps)
+        ):
+            raise ConfigError(
+                f"module.eval_steps must be a list of step counts >= 1 (e.g. [2,4,8]), got "
+                f"{list(eval_steps)}"
+            )
+        if eval_pixels is not None and eval_pixels < 1:
+            raise ConfigError(f"module.eval_pixels must be >= 1, got {eval_pixels}")
         # Partial optimizers are not checkpoint-safe (weights_only loading): keep them aside.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -107,10 +118,9 @@ class WSGMModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = _images(batch).float()
-        if self.hparams.pixels_per_scale is None:
-            loss, parts = self.net.loss(x)
-        else:  # each scale trains on the same number of pixels (coarse ones on more images)
-            loss, parts = self.net.loss(x, self.hparams.pixels_per_scale)
+        # pixels_per_scale: each scale trains on the same number of pixels (coarse ones on
+        # more images; SGM's single scale on pixels_per_scale / L^2 images)
+        loss, parts = self.net.loss(x, self.hparams.pixels_per_scale)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=x.shape[0])
         return loss
@@ -121,9 +131,15 @@ class WSGMModule(L.LightningModule):
             self.ema_net, self.net, ema_decay_at(self.hparams.ema_decay, int(self.ema_updates))
         )
 
+    def _fixed_draws(self, batch_idx: int) -> torch.Generator:
+        """The same times and noises for batch ``batch_idx`` at every evaluation: the EMA
+        model's val/loss (which picks the tested checkpoint) then compares epochs on common
+        random numbers instead of on fresh noise (the quickstart's 'best' was epoch 5 of 25)."""
+        return torch.Generator(device=self.device).manual_seed(10_007 + batch_idx)
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x = _images(batch).float()
-        loss, _ = self.ema_net.loss(x)
+        loss, _ = self.ema_net.loss(x, generator=self._fixed_draws(batch_idx))
         self.log("val/loss", loss, prog_bar=True, batch_size=x.shape[0])
 
     def configure_optimizers(self):
@@ -138,7 +154,7 @@ class WSGMModule(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x = _images(batch).float()
-        loss, _ = self.ema_net.loss(x)
+        loss, _ = self.ema_net.loss(x, generator=self._fixed_draws(batch_idx))
         self.log("test/loss", loss, batch_size=x.shape[0])
         if sum(r.shape[0] for r in self._reference) < self.hparams.n_reference:
             self._reference.append(x.detach().cpu())
@@ -163,6 +179,23 @@ class WSGMModule(L.LightningModule):
             done += b
         return torch.cat(out)
 
+    def _sample_metrics(self, samples: Tensor, ref: Tensor) -> dict[str, float]:
+        """Spectrum, histogram and (lattice fields) energy metrics of samples vs ref."""
+        m = {
+            "spectrum_error": spectrum_error(samples, ref),
+            "spectrum_error_l2": spectrum_error_l2(samples, ref),
+            "hist_distance": histogram_distance(samples, ref),
+            "sample_std": float(samples.std()),
+        }
+        dm = getattr(self.trainer, "datamodule", None)
+        energy = getattr(dm, "energy_params", None)
+        if energy is not None:
+            e, e_data = energy_per_site(samples, **energy), energy_per_site(ref, **energy)
+            m["energy_per_site"] = e
+            m["energy_per_site_data"] = e_data
+            m["energy_error"] = abs(e - e_data) / abs(e_data)  # relative
+        return m
+
     def on_test_epoch_end(self) -> None:
         hp = self.hparams
         ref = torch.cat(self._reference)[: hp.n_reference] if self._reference else None
@@ -177,16 +210,8 @@ class WSGMModule(L.LightningModule):
         finite = bool(torch.isfinite(samples).all())
         m["samples_finite"] = float(finite)
         if ref is not None and finite:
-            m["spectrum_error"] = spectrum_error(samples, ref)
-            m["spectrum_error_l2"] = spectrum_error_l2(samples, ref)
-            m["hist_distance"] = histogram_distance(samples, ref)
-            m["sample_std"] = float(samples.std())
+            m.update(self._sample_metrics(samples, ref))
             m["data_std"] = float(ref.std())
-            dm = getattr(self.trainer, "datamodule", None)
-            energy = getattr(dm, "energy_params", None)
-            if energy is not None:
-                m["energy_per_site"] = energy_per_site(samples, **energy)
-                m["energy_per_site_data"] = energy_per_site(ref, **energy)
             if hp.fid and samples.shape[1] == 3:
                 fid = self._fid(samples, ref)
                 if fid is not None:
@@ -196,9 +221,42 @@ class WSGMModule(L.LightningModule):
                 "WSGM samples contain NaN/inf: metrics skipped (train longer, or use "
                 "more sampling steps)"
             )
+        if ref is not None and hp.eval_steps:
+            m.update(self._steps_sweep(ref))
         self._final = m
         self.log_dict({f"test/{k}": v for k, v in m.items()}, sync_dist=False)
-        self._write(samples)
+        self._write(samples, ref)
+
+    def _steps_sweep(self, ref: Tensor) -> dict[str, float]:
+        """Metrics per number of sampling steps N in ``eval_steps``: ``steps/N=<N>/<metric>``
+        for eval_pixels / L^2 samples (same seed at every N, so every L sees as many pixels),
+        and ``floor/<metric>``: the same metrics for as many real training fields (the error
+        of the data itself at that sample size)."""
+        hp = self.hparams
+        pixels = ref.shape[-1] * ref.shape[-2]
+        n = max(4, hp.eval_pixels // pixels) if hp.eval_pixels else hp.n_samples
+        out: dict[str, float] = {"eval_samples": float(n)}
+        train = self._training_fields(n)
+        if train is not None:
+            floor = self._sample_metrics(train, ref)
+            out.update({f"floor/{k}": v for k, v in floor.items() if k != "sample_std"})
+        for steps in hp.eval_steps:
+            t0 = time.time()
+            x = self.generate(n=n, steps=steps)
+            key = f"steps/N={steps}"
+            out[f"{key}/seconds"] = time.time() - t0
+            if not torch.isfinite(x).all():
+                out[f"{key}/samples_finite"] = 0.0
+                continue
+            metrics = self._sample_metrics(x, ref)
+            for k in ("spectrum_error", "hist_distance", "energy_error", "energy_per_site"):
+                if k in metrics:
+                    out[f"{key}/{k}"] = metrics[k]
+            log.info(
+                f"N={steps}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "sample_std")
+            )
+        return out
 
     def _to_unit(self, x: Tensor) -> Tensor:
         """Map samples to [0, 1] for pictures: undo the image normalisation when known."""
@@ -227,19 +285,64 @@ class WSGMModule(L.LightningModule):
             )
             return None
 
-    def _write(self, samples: Tensor) -> None:
+    def _training_fields(self, n: int) -> Tensor | None:
+        """Up to n training fields (N, C, H, W) as the model sees them, or None without data."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return None
+        splits = getattr(dm, "splits", None)
+        if isinstance(splits, dict) and "train" in splits:  # lattice fields: no loader needed
+            return splits["train"][:n].float().cpu()
+        xs, got = [], 0
+        try:
+            for batch in dm.train_dataloader():
+                xs.append(_images(dm.on_after_batch_transfer(batch, 0)).float().cpu())
+                got += xs[-1].shape[0]
+                if got >= n:
+                    break
+        except Exception:  # a module-supplied test loader only (train=false runs)
+            return None
+        return torch.cat(xs)[:n] if xs else None
+
+    def _write(self, samples: Tensor, ref: Tensor | None = None) -> None:
+        """samples.pt and samples.png: samples beside training data, histograms, spectra."""
         if not self.trainer.is_global_zero:
             return
-        from torchvision.utils import make_grid, save_image
+        from scatterlab.wsgm.plots import comparison_figure
 
-        grid = make_grid(self._to_unit(samples[:64].nan_to_num()), nrow=8, padding=1)
         out = self.hparams.output_dir
+        train = self._training_fields(16)
+        shown = train if train is not None else ref
+        m = self._final
+        parts = [type(self.ema_net).__name__, f"N = {self.hparams.sample_steps}"]
+        for key, name in (
+            ("spectrum_error", "spectrum err"),
+            ("hist_distance", "hist dist"),
+            ("energy_per_site", "E/site"),
+        ):
+            if key in m:
+                parts.append(f"{name} {m[key]:.3f}")
+        if "energy_per_site_data" in m:
+            parts[-1] += f" (data {m['energy_per_site_data']:.3f})"
+        to_unit = self._to_unit if samples.shape[1] == 3 else None
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             torch.save(samples, Path(out) / "samples.pt")
-            save_image(grid, Path(out) / "samples.png")
+            if shown is not None:
+                comparison_figure(
+                    samples,
+                    shown,
+                    Path(out) / "samples.png",
+                    title=", ".join(parts),
+                    reference=ref,
+                    to_unit=to_unit,
+                    labels=("samples", "training data" if train is not None else "test data"),
+                )
         for lg in self.loggers:
             if type(lg).__name__ == "WandbLogger":
+                from torchvision.utils import make_grid
+
+                grid = make_grid(self._to_unit(samples[:64].nan_to_num()), nrow=8, padding=1)
                 lg.log_image(key="test/samples", images=[grid])
 
     def final_metrics(self) -> dict[str, float]:

@@ -79,10 +79,20 @@ class OUDiffusion:
         u = u.pow(2) if self.train_schedule == "quadratic" else u
         return (self.T * u).clamp(min=1e-4)
 
-    def loss(self, net: nn.Module, x0: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Noise-prediction MSE averaged over batch and pixels."""
-        t = self.sample_t(x0.shape[0], x0.device)
-        noise = torch.randn_like(x0)
+    def loss(
+        self,
+        net: nn.Module,
+        x0: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Noise-prediction MSE averaged over batch and pixels.
+
+        ``generator`` fixes the times and noises (validation: the same draws every epoch, so
+        epochs are compared on common random numbers, not on fresh noise).
+        """
+        t = self.sample_t(x0.shape[0], x0.device, generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         xt = self.q_sample(x0, t, noise)
         return (self.predict_eps(net, xt, t, cond) - noise).pow(2).mean()
 
@@ -171,6 +181,18 @@ class _Standardizer(nn.Module):
         return x * self.std + self.mean
 
 
+def _levels_to(size: int, coarsest: int) -> int:
+    """log2(size / coarsest), or ConfigError when that is not a whole number >= 1."""
+    if coarsest < 1 or size % coarsest or (size // coarsest) & (size // coarsest - 1):
+        raise ConfigError(
+            f"model.coarsest={coarsest} must divide size {size} by a power of 2 (8 for 16..128)"
+        )
+    levels = (size // coarsest).bit_length() - 1
+    if levels < 1:
+        raise ConfigError(f"model.coarsest={coarsest} must be smaller than the size {size}")
+    return levels
+
+
 def _net(cfg: dict, cin: int, cout: int, cond: int, T: float) -> ScoreUNet:
     return ScoreUNet(
         in_channels=cin, out_channels=cout, cond_channels=cond, time_scale=1000.0 / T, **cfg
@@ -187,7 +209,12 @@ class ScoreModel(nn.Module):
     def fit_stats(self, x: Tensor) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:  # pragma: no cover
+    def loss(  # pragma: no cover
+        self,
+        x: Tensor,
+        pixels_per_scale: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
     def sample(
@@ -213,7 +240,9 @@ class SGM(ScoreModel):
     """Single-scale score model on the full-resolution field (per-channel standardized).
 
     x: (B, channels, size, size). ``clip`` bounds the standardized x_0 prediction while
-    sampling (the authors clip images to [-1, 1]; None for physical fields).
+    sampling (the authors clip images to [-1, 1]; None for physical fields). ``coarsest``
+    (e.g. 8), when set, replaces ``net.channel_mult`` by [1, 2, ..., 2] so that the U-Net's
+    bottleneck is coarsest x coarsest at every size (WSGM's coarsest scale).
     """
 
     def __init__(
@@ -226,9 +255,14 @@ class SGM(ScoreModel):
         variance: str = "large",
         eps_skip: bool = True,
         clip: float | None = None,
+        coarsest: int | None = None,
     ) -> None:
         super().__init__()
         net = dict(net or {})
+        if coarsest is not None:
+            # Downsample to coarsest x coarsest at the bottleneck, as WSGM's coarsest scale:
+            # channel_mult [1, 2, ..., 2] with log2(size / coarsest) halvings.
+            net["channel_mult"] = [1] + [2] * _levels_to(size, coarsest)
         check_size(size, len(net.get("channel_mult", (1, 2))) - 1)
         self.size, self.channels, self.clip = size, channels, clip
         self.diffusion = OUDiffusion(T, train_schedule, variance, eps_skip)
@@ -238,8 +272,17 @@ class SGM(ScoreModel):
     def fit_stats(self, x: Tensor) -> None:
         self.norm.fit(x)
 
-    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        loss = self.diffusion.loss(self.net, self.norm(x))
+    def loss(
+        self,
+        x: Tensor,
+        pixels_per_scale: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Noise-prediction loss on x (B, C, L, L); with ``pixels_per_scale`` on the first
+        max(1, pixels_per_scale / L^2) images only (the same pixel budget as WSGM's scales)."""
+        if pixels_per_scale is not None:
+            x = x[: max(1, min(x.shape[0], pixels_per_scale // (x.shape[-1] ** 2)))]
+        loss = self.diffusion.loss(self.net, self.norm(x), generator=generator)
         return loss, {"loss_full": loss.detach()}
 
     @torch.no_grad()
@@ -265,6 +308,44 @@ class SGM(ScoreModel):
         return self.norm.inverse(z)
 
 
+class PixelDetailNet(nn.Module):
+    """Noise predictor of standardized details xbar_j (B, 3C, s, s) given the standardized
+    low-pass x_j (B, C, s, s), computed by a U-Net on the finer 2s x 2s pixel field.
+
+    The noisy details are unstandardized and put back with the low-pass by the inverse DWT,
+    x = IDWT(x_j, xbar_j,t) (B, C, 2s, 2s), so that the network sees the field where phi^4's
+    non-Gaussianity is local and translation invariant (its double-well marginal acts pixel by
+    pixel, which in the wavelet basis is a joint law of four coefficients per site); its input
+    is [x, IDWT(x_j, 0)] (the noisy and the clean part), standardized by x_{j-1}'s statistics,
+    and its output's DWT details are the prediction (the low-pass part is dropped).
+    """
+
+    def __init__(
+        self,
+        unet: ScoreUNet,
+        dwt: DWT2d,
+        low_norm: _Standardizer,
+        detail_norm: _Standardizer,
+        channels: int,
+    ) -> None:
+        super().__init__()
+        self.unet, self.dwt = unet, dwt
+        self.low_norm, self.detail_norm = low_norm, detail_norm
+        self.pixel_norm = _Standardizer(channels)  # x_{j-1} statistics, fitted by WSGM
+
+    def forward(self, z: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None:
+            raise ValueError("PixelDetailNet needs the low-pass `cond`")
+        low = self.low_norm.inverse(cond)
+        noisy = self.dwt.inverse_level(low, self.detail_norm.inverse(z))
+        clean = self.dwt.inverse_level(low, torch.zeros_like(z))
+        x = torch.cat([self.pixel_norm(noisy), self.pixel_norm(clean)], dim=1)
+        return self.dwt.forward_level(self.unet(x, t))[1]
+
+
+DETAIL_NETS = ("wavelet", "pixel")
+
+
 class WSGM(ScoreModel):
     """Wavelet score-based generative model: p(x) = p(x_J) prod_j p(xbar_j | x_j).
 
@@ -273,7 +354,10 @@ class WSGM(ScoreModel):
     xbar_j (B, 3C, L/2^j, L/2^j) given the standardized low-pass x_j (B, C, L/2^j, L/2^j),
     concatenated as input channels. Sampling goes coarse to fine with the same number of steps
     at every scale. ``net`` holds ScoreUNet kwargs for all scales; ``coarse_net`` optionally
-    overrides them for the coarsest model.
+    overrides them for the coarsest model. ``coarsest`` (e.g. 8), when set, replaces ``levels``
+    by J = log2(size / coarsest), so one setting serves every lattice size. ``detail_net``:
+    "wavelet" (the authors': U-Net on the detail channels with the low-pass concatenated) or
+    "pixel" (``PixelDetailNet``: the same U-Net family on the finer pixel field).
     """
 
     def __init__(
@@ -288,10 +372,16 @@ class WSGM(ScoreModel):
         train_schedule: str = "quadratic",
         variance: str = "large",
         eps_skip: bool = True,
+        coarsest: int | None = None,
+        detail_net: str = "wavelet",
     ) -> None:
         super().__init__()
+        if detail_net not in DETAIL_NETS:
+            raise ConfigError(f"unknown model.detail_net {detail_net!r}: use one of {DETAIL_NETS}")
         net = dict(net or {})
         coarse_net = dict(coarse_net or net)
+        if coarsest is not None:  # J from the coarsest size, e.g. 8: J = log2(L / 8)
+            levels = _levels_to(size, coarsest)
         check_size(size, levels)
         n_down = len(net.get("channel_mult", (1, 2))) - 1
         n_down_c = len(coarse_net.get("channel_mult", (1, 2))) - 1
@@ -312,12 +402,24 @@ class WSGM(ScoreModel):
         self.dwt = DWT2d(wavelet, levels)
         self.diffusion = OUDiffusion(T, train_schedule, variance, eps_skip)
         c = channels
-        self.nets = nn.ModuleList(
-            [_net(coarse_net, c, c, 0, T)] + [_net(net, 3 * c, 3 * c, c, T) for _ in range(levels)]
-        )
+        self.detail_net = detail_net
         # low_norms[j]: x_j for j = 1..J (index j-1); detail_norms[j-1]: xbar_j.
         self.low_norms = nn.ModuleList([_Standardizer(c) for _ in range(levels)])
         self.detail_norms = nn.ModuleList([_Standardizer(3 * c) for _ in range(levels)])
+        if detail_net == "wavelet":  # the authors': a U-Net on [details, low-pass] channels
+            details = [_net(net, 3 * c, 3 * c, c, T) for _ in range(levels)]
+        else:
+            details = [
+                PixelDetailNet(
+                    _net(net, 2 * c, c, 0, T),
+                    self.dwt,
+                    self.low_norms[j],
+                    self.detail_norms[j],
+                    c,
+                )
+                for j in range(levels)
+            ]
+        self.nets = nn.ModuleList([_net(coarse_net, c, c, 0, T), *details])
 
     def _decompose(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """lows [x_1..x_J], details [xbar_1..xbar_J]."""
@@ -335,9 +437,14 @@ class WSGM(ScoreModel):
         for j in range(self.levels):
             self.low_norms[j].fit(lows[j])
             self.detail_norms[j].fit(details[j])
+            if isinstance(self.nets[j + 1], PixelDetailNet):  # x_{j-1}: x itself for j = 1
+                self.nets[j + 1].pixel_norm.fit(lows[j - 1] if j else x)
 
     def loss(
-        self, x: Tensor, pixels_per_scale: int | None = None
+        self,
+        x: Tensor,
+        pixels_per_scale: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Sum over scales of the noise-prediction losses; per-scale values in the dict.
 
@@ -353,12 +460,14 @@ class WSGM(ScoreModel):
             return t[: max(1, min(t.shape[0], pixels_per_scale // (t.shape[-1] ** 2)))]
 
         parts: dict[str, Tensor] = {}
-        total = self.diffusion.loss(self.nets[0], take(self.low_norms[-1](lows[-1])))
+        total = self.diffusion.loss(
+            self.nets[0], take(self.low_norms[-1](lows[-1])), generator=generator
+        )
         parts[f"loss_low{self.levels}"] = total.detach()
         for j in range(1, self.levels + 1):
             cond = take(self.low_norms[j - 1](lows[j - 1]))
             target = take(self.detail_norms[j - 1](details[j - 1]))
-            lj = self.diffusion.loss(self.nets[j], target, cond)
+            lj = self.diffusion.loss(self.nets[j], target, cond, generator=generator)
             parts[f"loss_detail{j}"] = lj.detach()
             total = total + lj
         return total, parts

@@ -3,8 +3,12 @@
 Convention (one level, along one axis of even length N, filters of length K taken from
 PyWavelets' reconstruction filters ``rec_lo``/``rec_hi`` of an orthogonal wavelet):
 
-    a[n] = sum_k rec_lo[k] x[(2n + k) mod N],    d[n] = sum_k rec_hi[k] x[(2n + k) mod N]
+    a[n] = sum_k rec_lo[k] x[(2n + k + s) mod N],    d[n] = sum_k rec_hi[k] x[(2n + k + s) mod N]
 
+with the decimation phase s = 1 - K/2. This is exactly PyWavelets' ``mode="periodization"``
+(``pywt.dwt``/``pywt.wavedec2``, which the authors' code uses): pywt convolves with
+dec_lo = rec_lo reversed and keeps the odd samples of the periodised output, which is the
+correlation above shifted by K/2 - 1 samples (s = 0 for Haar, -1 for db2, -3 for db4).
 The rows of this analysis operator form an orthonormal basis of R^N, so the synthesis operator
 (its transpose) is the exact inverse. The 2D transform applies the 1D one along W then H.
 Detail channels are ordered orientation-major: for a (B, C, H, W) input the (B, 3C, H/2, W/2)
@@ -36,10 +40,16 @@ def wavelet_filters(name: str) -> tuple[Tensor, Tensor]:
         ) from exc
     if not w.orthogonal:
         raise ConfigError(f"wavelet {name!r} is not orthogonal: use 'haar', 'db2' or 'db4'")
-    return (
-        torch.tensor(w.rec_lo, dtype=torch.float64),
-        torch.tensor(w.rec_hi, dtype=torch.float64),
-    )
+    lo = torch.tensor(w.rec_lo, dtype=torch.float64)
+    hi = torch.tensor(w.rec_hi, dtype=torch.float64)
+    # pywt flags 'dmey' orthogonal, but its 62 taps truncate the Meyer filter (sum of squares
+    # 1.0022): its transform has no exact inverse, which WSGM's cascade relies on.
+    if abs(float(lo.pow(2).sum()) - 1.0) > 1e-8 or lo.numel() % 2:
+        raise ConfigError(
+            f"wavelet {name!r} is only approximately orthogonal (truncated filter): "
+            "use 'haar', 'dbN', 'symN' or 'coifN'"
+        )
+    return lo, hi
 
 
 def check_size(size: int, levels: int) -> None:
@@ -78,17 +88,18 @@ class DWT2d(nn.Module):
         self.levels = levels
         # (2, 1, K): analysis bank [lo, hi] used as a cross-correlation.
         self.register_buffer("bank", torch.stack([lo, hi])[:, None, :], persistent=False)
+        # Decimation phase s = 1 - K/2 of PyWavelets' periodization (module docstring).
+        self.phase = 1 - lo.numel() // 2
 
     # ---- one level, along the last axis -------------------------------------------------
     def _analysis_1d(self, x: Tensor) -> Tensor:
         """(M, N) -> (M, 2, N/2): [low, high] along the last axis (periodic)."""
         k = self.bank.shape[-1]
         n = x.shape[-1]
-        xp = x[:, None, :]
-        # Periodic extension on the right; repeat the wrap when K-1 > N (tiny sizes).
-        reps = -(-(k - 1) // n) + 1
-        xp = xp.repeat(1, 1, reps)[..., : n + k - 1]
-        return F.conv1d(xp, self.bank.to(x.dtype), stride=2)
+        # Periodic extension read from the decimation phase s = 1 - K/2 (pywt's periodization);
+        # the modulo also handles K - 1 > N (tiny sizes, several wraps).
+        idx = (torch.arange(n + k - 1, device=x.device) + self.phase) % n
+        return F.conv1d(x[:, None, idx], self.bank.to(x.dtype), stride=2)
 
     def _synthesis_1d(self, y: Tensor) -> Tensor:
         """(M, 2, N/2) -> (M, N): adjoint (= inverse) of ``_analysis_1d``."""
@@ -97,12 +108,11 @@ class DWT2d(nn.Module):
         n = 2 * half
         up = y.new_zeros(m, 2, n)
         up[..., ::2] = y
-        # x[i] = sum_k rec[k] up[(i - k) mod N]: correlate a left-periodic extension with the
-        # flipped filters, summing over the two bands.
-        reps = -(-(k - 1) // n) + 1
-        upp = up.repeat(1, 1, reps)[..., -(n + k - 1) :]
+        # x[i] = sum_k rec[k] up[(i - s - k) mod N]: correlate a periodic extension (starting
+        # K - 1 + s samples to the left) with the flipped filters, summing over the two bands.
+        idx = (torch.arange(n + k - 1, device=y.device) - (k - 1) - self.phase) % n
         w = self.bank.to(y.dtype).flip(-1).transpose(0, 1)  # (1, 2, K)
-        return F.conv1d(upp, w)[:, 0]
+        return F.conv1d(up[..., idx], w)[:, 0]
 
     # ---- one level, 2D --------------------------------------------------------------------
     def forward_level(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -16,11 +16,15 @@ For a field with power spectrum P(k) (E|fft2(x)(k)|^2 / L^2, a (L, L) tensor):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from scatterlab.wsgm.diffusion import SGM, WSGM
+from scatterlab.wsgm._errors import ConfigError
+from scatterlab.wsgm.diffusion import SGM, WSGM, ScoreModel, _levels_to
 from scatterlab.wsgm.dwt import DWT2d
+from scatterlab.wsgm.phi4 import gaussian_spectrum
 
 
 def _coefs(t: Tensor) -> tuple[float, float]:
@@ -132,3 +136,28 @@ def oracle_wsgm(
     nets[0] = SpectralOracle(p / float(p.mean()))
     model.nets = nn.ModuleList(nets)
     return model
+
+
+def gaussian_oracle(
+    kind: str,
+    size: int,
+    beta: float = 0.68,
+    mass2: float = 0.1,
+    mass2_L: float | None = None,
+    coarsest: int = 8,
+    wavelet: str = "haar",
+    T: float = 5.0,
+    variance: str = "large",
+) -> ScoreModel:
+    """``oracle_wsgm`` (kind "wsgm", J = log2(size / coarsest)) or ``oracle_sgm`` (kind "sgm")
+    for the mass-term Gaussian field P(k) = 1 / (beta lambda(k) + 2 mass2) on a size^2 lattice:
+    the config entry of the exact-score study (``model=oracle``, ``train=false``).
+    ``mass2_L``, when set, gives mass2 = mass2_L (2 pi / size)^2 (as ``data.mass2_L``)."""
+    if mass2_L is not None:
+        mass2 = mass2_L * (2 * math.pi / size) ** 2
+    spec = gaussian_spectrum(size, beta, mass2)
+    if kind == "wsgm":
+        return oracle_wsgm(spec, _levels_to(size, coarsest), wavelet, T, variance)
+    if kind == "sgm":
+        return oracle_sgm(spec, T, variance)
+    raise ConfigError(f"unknown model.kind {kind!r}: use 'wsgm' or 'sgm'")
