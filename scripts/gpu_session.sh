@@ -97,16 +97,12 @@ rainbow)
   python3 -m scatterlab.report outputs/rainbow_width_gpu --out results/rainbow_width_gpu
   ;;
 wsgm)
-  # one process per lattice size, then one table
-  for L in 16 32 64 128; do
-    step "${LIMIT:-540}" "wsgm_L$L" python3 scripts/wsgm_steps_vs_size.py --device cuda \
-      --sizes $L --train-seconds "${WSGM_SECONDS:-110}" --max-steps 512 --eps-skip \
-      --grid quadratic --batch-pixels $((16 * 64 * 64)) --pixels $((64 * 128 * 128)) \
-      --budget-minutes 7.5 --out "outputs/wsgm_gpu/L$L" &
-  done
-  wait
-  python3 scripts/wsgm_steps_vs_size.py --merge outputs/wsgm_gpu/L*.json \
-    --out results/wsgm_steps_vs_size_gpu
+  # one job per (model, L), four at once on the GPU, then one table
+  step "${LIMIT:-540}" wsgm python3 train.py -m study=wsgm_steps_vs_size \
+    data.size=16,32,64,128 trainer.accelerator=gpu trainer.max_steps="${WSGM_STEPS:-20000}" \
+    "module.eval_steps=[2,4,8,16,32,64,128,256,512,1024]" hydra/launcher=joblib \
+    hydra.launcher.n_jobs=4 hydra.sweep.dir=outputs/wsgm_gpu
+  python3 -m scatterlab.report outputs/wsgm_gpu --out results/wsgm_steps_vs_size_gpu
   ;;
 *)
   echo "unknown stage $stage: prepare, bench, accuracy, rainbow or wsgm" >&2
