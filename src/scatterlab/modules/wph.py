@@ -31,7 +31,6 @@ import torch
 from torch import Tensor
 
 from scatterlab.errors import ConfigError
-from scatterlab.wph.figure import samples_vs_data_figure
 from scatterlab.wph.operator import WPHOp, require_square
 from scatterlab.wph.stats import abs_magnetization, wasserstein1
 from scatterlab.wph.synthesis import MATCH, gaussian_baseline, synthesize
@@ -41,6 +40,7 @@ from scatterlab.wsgm.metrics import (
     spectrum_error,
     spectrum_error_l2,
 )
+from scatterlab.wsgm.plots import comparison_figure
 
 log = logging.getLogger("scatterlab")
 METHODS = ("wph", "gaussian", "data", "file")
@@ -212,7 +212,9 @@ class WPHModule(L.LightningModule):
         if "energy_per_site" in m:
             e, ed = m["energy_per_site"], m["energy_per_site_data"]
             title += f", energy/site {e:.3f} (data {ed:.3f})"
-        samples_vs_data_figure(samples, ref, Path(out) / "samples.png", title=title)
+        # the figure every generative model here writes: samples beside data, histograms, spectra
+        fields = [t if t.dim() == 4 else t[:, None] for t in (samples, ref)]
+        comparison_figure(*fields, Path(out) / "samples.png", title=title)
 
     def final_metrics(self) -> dict[str, float]:
         """Unprefixed sample metrics of the last test run (for metrics.json)."""
