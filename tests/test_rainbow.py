@@ -361,7 +361,9 @@ def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp
     test = digits[1][:2]
     got = module.run_width_alignment(test)
     want = width_alignment(trained, narrow, test)
-    assert set(got) == {f"width_alignment_error/{n}" for n in want} | {"reference_width"}
+    assert set(got) == {f"{k}/{n}" for n in want for k in ("width_alignment_error", "cka")} | {
+        "reference_width"
+    }
     for name, al in want.items():
         assert got[f"width_alignment_error/{name}"] == pytest.approx(al.error, rel=1e-6)
     assert got["reference_width"] == 1.0

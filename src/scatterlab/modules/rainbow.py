@@ -93,7 +93,9 @@ class RainbowModule(ClassificationModule):
       reference_ckpt, the width alignment).
     reference_ckpt: a trained checkpoint of a wider network of the same depth; the test stage
       then logs width_alignment_error/{layer} of this network onto it (on test_samples test
-      images), the paper's convergence-with-width measure, and reference_width.
+      images), the paper's convergence-with-width measure, and reference_width; beside it
+      cka/{layer}, the linear CKA of the same representations on the first `cka_images` of
+      those test images (0: skip).
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class RainbowModule(ClassificationModule):
         output_dir: str | None = None,
         rainbow: bool = True,
         reference_ckpt: str | None = None,
+        cka_images: int = 256,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, **kwargs)
@@ -155,6 +158,9 @@ class RainbowModule(ClassificationModule):
         # in a list, not an attribute: a submodule would go into every checkpoint and optimizer
         self._reference: list[nn.Module] = []
         self.reference_width: float | None = None
+        if cka_images < 0 or cka_images == 1:
+            raise ConfigError(f"module.cka_images={cka_images}: use 0 (skip) or >= 2 images")
+        self.cka_images = cka_images
         if reference_ckpt is not None:
             ref, self.reference_width = load_reference(reference_ckpt)
             self._reference.append(ref)
@@ -190,10 +196,14 @@ class RainbowModule(ClassificationModule):
             self.log_dict(self._final, sync_dist=False)
 
     def run_width_alignment(self, test: list) -> dict[str, float]:
-        """width_alignment_error/{layer} of this network onto the reference network."""
+        """width_alignment_error/{layer} of this network onto the reference network, and
+        cka/{layer} (linear CKA) of the same representations."""
         ref = self._reference[0].to(self.device).eval()
         als = rn.width_alignment(ref, self.net.eval(), test)
         m = {f"width_alignment_error/{name}": float(al.error) for name, al in als.items()}
+        if self.cka_images:
+            cka = rn.width_cka(ref, self.net, test, self.cka_images)
+            m.update({f"cka/{name}": v for name, v in cka.items()})
         if self.reference_width is not None:
             m["reference_width"] = float(self.reference_width)
         return m

@@ -15,6 +15,7 @@ from scatterlab.rainbow.network import (
     resample,
     retrain_head,
     width_alignment,
+    width_cka,
 )
 from scatterlab.rainbow.stats import MomentAccumulator, align, procrustes, standardized_alignment
 from scatterlab.rainbow.weights import (
@@ -48,4 +49,5 @@ __all__ = [
     "standardized_alignment",
     "weight_covariance",
     "width_alignment",
+    "width_cka",
 ]

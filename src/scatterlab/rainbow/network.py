@@ -271,6 +271,54 @@ def _transport_classifier(ref, new, xs_ref, xs_new, report, method, generator) -
     new.classifier.linear.weight.copy_(w.reshape(lin.shape).to(lin.dtype))
 
 
+def _width_pairs(ref: LearnedScattering, net: LearnedScattering, x: Tensor):
+    """(name, ref's representation, net's) of one batch at the layers the width alignment
+    compares: the input u_j of P_j for j >= 1, then the classifier's (normalized) input."""
+    if len(ref.blocks) != len(net.blocks):
+        raise ConfigError(
+            f"the networks have {len(ref.blocks)} and {len(net.blocks)} blocks: width "
+            "alignment compares networks of the same depth and different widths"
+        )
+    ref.eval()
+    net.eval()
+    xr, xn = x, x
+    for j, (rb, nb) in enumerate(zip(ref.blocks, net.blocks, strict=True)):
+        if j > 0:
+            yield f"blocks.{j}.proj", p_input(rb, xr), p_input(nb, xn)
+        xr, xn = rb(xr), nb(xn)
+    yield "classifier", ref.classifier.norm(xr), net.classifier.norm(xn)
+
+
+@torch.no_grad()
+def width_cka(
+    ref: LearnedScattering, net: LearnedScattering, batches: Batches, images: int = 256
+) -> dict[str, float]:
+    """Linear CKA (Kornblith et al. 2019) of the same representations as `width_alignment`.
+
+    On the first `images` images of `batches`; each image is one sample, its representation
+    (D, H, W) flattened (so a rotation of the channels, shared by all positions, is an
+    orthogonal map of the flattened vector and leaves CKA at 1). Centred, invariant to
+    isotropic scaling; the alignment error is neither (uncentred moments, positions as
+    samples). Keyed by layer name; O(images^2) memory per layer.
+    """
+    from scatterlab.analysis.cka import linear_cka
+
+    if images < 2:
+        raise ConfigError(f"module.cka_images={images}: CKA needs at least 2 images")
+    feats: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
+    n = 0
+    for x, _ in batches:
+        if n >= images:
+            break
+        x = x[: images - n]
+        n += len(x)
+        for name, phi, psi in _width_pairs(ref, net, x):
+            a, b = feats.setdefault(name, ([], []))
+            a.append(phi.flatten(1).double().cpu())
+            b.append(psi.flatten(1).double().cpu())
+    return {name: linear_cka(torch.cat(a), torch.cat(b)) for name, (a, b) in feats.items()}
+
+
 @torch.no_grad()
 def width_alignment(
     ref: LearnedScattering, net: LearnedScattering, batches: Batches
@@ -285,27 +333,12 @@ def width_alignment(
     D_net <= D_ref (ref at least as wide; otherwise a bound). Both networks in eval mode with
     their own trained statistics; one streaming pass over `batches`. Keyed by layer name.
     """
-    if len(ref.blocks) != len(net.blocks):
-        raise ConfigError(
-            f"the networks have {len(ref.blocks)} and {len(net.blocks)} blocks: width "
-            "alignment compares networks of the same depth and different widths"
-        )
-    ref.eval()
-    net.eval()
     accs: dict[str, MomentAccumulator] = {}
-
-    def add(name: str, phi: Tensor, psi: Tensor) -> None:
-        if name not in accs:
-            accs[name] = MomentAccumulator(phi.shape[1], psi.shape[1], device=phi.device)
-        accs[name].update(phi, psi)
-
     for x, _ in batches:
-        xr, xn = x, x
-        for j, (rb, nb) in enumerate(zip(ref.blocks, net.blocks, strict=True)):
-            if j > 0:
-                add(f"blocks.{j}.proj", p_input(rb, xr), p_input(nb, xn))
-            xr, xn = rb(xr), nb(xn)
-        add("classifier", ref.classifier.norm(xr), net.classifier.norm(xn))
+        for name, phi, psi in _width_pairs(ref, net, x):
+            if name not in accs:
+                accs[name] = MomentAccumulator(phi.shape[1], psi.shape[1], device=phi.device)
+            accs[name].update(phi, psi)
     out = {}
     for name, acc in accs.items():
         d_ref, d_net = acc.dim_x, acc.dim_y
