@@ -47,6 +47,13 @@ def test_eval_reproduces_test_accuracy(quickstart_run: Path, tmp_path: Path) -> 
     assert read_metrics(tmp_path)["test/acc"] == read_metrics(quickstart_run)["test/acc"]
 
 
+def test_train_false_tests_the_given_checkpoint(quickstart_run: Path, tmp_path: Path) -> None:
+    """train=false ckpt_path=PATH tests PATH's weights, not a freshly initialised net."""
+    best = next((quickstart_run / "checkpoints").glob("epoch_*.ckpt"))
+    run_cli("train.py", "train=false", f"ckpt_path={best}", f"hydra.run.dir={tmp_path}")
+    assert read_metrics(tmp_path)["test/acc"] == read_metrics(quickstart_run)["test/acc"]
+
+
 def test_offline_wandb_run_holds_metrics(quickstart_run: Path) -> None:
     runs = list((quickstart_run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

@@ -210,3 +210,35 @@ def test_texture_tiles_split_the_embedded_image() -> None:
     assert torch.equal(train[0, 0], img[:64, :64]) and torch.equal(test[0, 0], img[:64, 64:128])
     with pytest.raises(ConfigError, match="data.name"):
         TextureDataModule("marble")
+
+
+def test_wph_phi4_run_writes_the_lattice_metrics(tmp_path) -> None:
+    """experiment=wph_phi4 end to end (tiny): metrics.json with the same phi^4 metric names as
+    the WSGM runs (energy_error, abs_m_*), samples.pt and the figure."""
+    import json
+
+    from tests.conftest import run_cli
+
+    run_cli(
+        "train.py",
+        "experiment=wph_phi4",
+        "data.size=16",
+        "data.n_train=8",
+        "data.n_test=16",
+        "data.n_chains=8",
+        "data.n_therm=20",
+        "data.batch_size=8",
+        "module.n_samples=2",
+        "module.n_target=2",
+        "module.steps=5",
+        "module.synthesis_batch=2",
+        "logger=csv",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    e, e_data = m["energy_per_site"], m["energy_per_site_data"]
+    assert m["energy_error"] == pytest.approx(abs(e - e_data) / e_data)
+    assert m["abs_m_w1"] >= 0 and m["abs_m_mean_data"] > 0 and m["seconds_per_sample"] > 0
+    assert torch.load(tmp_path / "run" / "samples.pt").shape == (2, 1, 16, 16)
+    assert (tmp_path / "run" / "samples.png").stat().st_size > 0

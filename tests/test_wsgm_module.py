@@ -70,6 +70,17 @@ def test_experiment_configs_instantiate(experiment: str, cls: type, tmp_path: Pa
         assert instantiate(cfg.data).size == model.size
 
 
+@pytest.mark.parametrize("experiment", ["quickstart_wsgm", "wsgm_steps", "wph_phi4", "quickstart"])
+def test_hparams_reload_with_weights_only(experiment: str, tmp_path: Path) -> None:
+    """Lightning reloads checkpoints with torch.load(weights_only=True): the saved hparams must
+    hold plain Python values (a config list stays an OmegaConf ListConfig otherwise)."""
+    cfg = _compose([f"experiment={experiment}", "logger=csv"], tmp_path)
+    module = instantiate(cfg.module)
+    torch.save({"hyper_parameters": dict(module.hparams)}, tmp_path / "h.ckpt")
+    loaded = torch.load(tmp_path / "h.ckpt", weights_only=True)["hyper_parameters"]
+    assert loaded.keys() == dict(module.hparams).keys()
+
+
 def test_tiny_quickstart_writes_metrics_and_samples(tmp_path: Path) -> None:
     from scatterlab.train import train
 
@@ -82,6 +93,8 @@ def test_tiny_quickstart_writes_metrics_and_samples(tmp_path: Path) -> None:
         "hist_distance",
         "energy_per_site",
         "energy_per_site_data",
+        "abs_m_w1",
+        "seconds_per_sample",
         "val/loss",
         "num_params",
     ):

@@ -106,3 +106,25 @@ def test_bad_simulator_config() -> None:
         Phi4Config(size=8, mass2=-1.0).validate()
     with pytest.raises(ConfigError):
         Phi4Config(size=8, n_chains=0).validate()
+
+
+def test_batch_larger_than_the_training_set_is_a_config_error() -> None:
+    from scatterlab.data.phi4 import Phi4DataModule
+
+    with pytest.raises(ConfigError, match="no training batch"):
+        Phi4DataModule(size=16, n_train=8, batch_size=64)
+
+
+def test_lattice_metrics_closed_forms() -> None:
+    """W1 between a law and its shift is the shift; |m| of constant fields is |c|; a sample
+    against itself has zero errors."""
+    from scatterlab.wsgm.metrics import abs_magnetization, lattice_metrics, wasserstein1
+
+    a = torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    assert wasserstein1(a, a + 0.3) == pytest.approx(0.3, abs=1e-6)  # float32 shift
+    c = torch.tensor([-2.0, 0.5, 1.5]).view(3, 1, 1, 1) * torch.ones(3, 1, 8, 8)
+    assert abs_magnetization(c).tolist() == pytest.approx([2.0, 0.5, 1.5])
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    m = lattice_metrics(x, x)
+    assert m["energy_error"] == 0 and m["abs_m_w1"] == 0
+    assert m["abs_m_mean"] == m["abs_m_mean_data"] > 0

@@ -184,6 +184,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if best:
         metrics["best_epoch"] = load_checkpoint(best)["epoch"]
+    if not cfg.get("train", True):
+        best = ckpt_path  # train=false ckpt_path=PATH tests that checkpoint's weights
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=best)
         metrics.update(trainer.callback_metrics)

@@ -32,11 +32,10 @@ from torch import Tensor
 
 from scatterlab.errors import ConfigError
 from scatterlab.wph.operator import WPHOp, require_square
-from scatterlab.wph.stats import abs_magnetization, wasserstein1
 from scatterlab.wph.synthesis import MATCH, gaussian_baseline, synthesize
 from scatterlab.wsgm.metrics import (
-    energy_per_site,
     histogram_distance,
+    lattice_metrics,
     spectrum_error,
     spectrum_error_l2,
 )
@@ -188,13 +187,7 @@ class WPHModule(L.LightningModule):
         m["sample_std"], m["data_std"] = float(samples.std()), float(ref.std())
         energy = getattr(self.trainer.datamodule, "energy_params", None)
         if energy is not None:  # lattice fields: phi^4 energy and magnetisation
-            m["energy_per_site"] = energy_per_site(samples, **energy)
-            m["energy_per_site_data"] = energy_per_site(ref, **energy)
-            m["energy_rel_error"] = abs(m["energy_per_site"] / m["energy_per_site_data"] - 1)
-            ms, mr = abs_magnetization(samples), abs_magnetization(ref)
-            m["abs_m_mean"], m["abs_m_mean_data"] = float(ms.mean()), float(mr.mean())
-            m["abs_m_std"], m["abs_m_std_data"] = float(ms.std()), float(mr.std())
-            m["abs_m_w1"] = wasserstein1(ms, mr)
+            m.update(lattice_metrics(samples, ref, **energy))
         self._final = m
         self.log_dict({f"test/{k}": v for k, v in m.items()}, sync_dist=False)
         self._write(samples, ref, m)

@@ -3,7 +3,8 @@
 Training: noise-prediction loss of every scale (summed), EMA of the weights. Validation: the
 EMA model's loss (``val/loss``). Test: draws ``n_samples`` samples with the EMA model and logs
 ``test/spectrum_error``, ``test/spectrum_error_l2``, ``test/hist_distance`` (and, for
-lattice fields, ``test/energy_per_site`` vs ``test/energy_per_site_data``; for RGB images
+lattice fields, ``test/energy_per_site`` vs ``test/energy_per_site_data`` and the law of the
+mean magnetisation (``test/abs_m_mean``, ``test/abs_m_w1``); for RGB images
 ``test/fid`` when Inception weights are available), writes ``samples.pt`` (N x C x H x W)
 and ``samples.png`` (samples beside training data, marginal histograms and radial spectra
 overlaid against the test data) into ``output_dir``, and sends a sample grid to wandb when
@@ -27,8 +28,8 @@ from torch import Tensor
 from scatterlab.errors import ConfigError
 from scatterlab.wsgm.diffusion import GRIDS, ScoreModel, ema_decay_at, ema_update
 from scatterlab.wsgm.metrics import (
-    energy_per_site,
     histogram_distance,
+    lattice_metrics,
     spectrum_error,
     spectrum_error_l2,
 )
@@ -80,6 +81,8 @@ class WSGMModule(L.LightningModule):
             )
         if eval_pixels is not None and eval_pixels < 1:
             raise ConfigError(f"module.eval_pixels must be >= 1, got {eval_pixels}")
+        if eval_steps is not None:  # a plain list: an OmegaConf ListConfig in the hparams
+            eval_steps = [int(k) for k in eval_steps]  # fails torch.load(weights_only=True)
         # Partial optimizers are not checkpoint-safe (weights_only loading): keep them aside.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -189,11 +192,8 @@ class WSGMModule(L.LightningModule):
         }
         dm = getattr(self.trainer, "datamodule", None)
         energy = getattr(dm, "energy_params", None)
-        if energy is not None:
-            e, e_data = energy_per_site(samples, **energy), energy_per_site(ref, **energy)
-            m["energy_per_site"] = e
-            m["energy_per_site_data"] = e_data
-            m["energy_error"] = abs(e - e_data) / abs(e_data)  # relative
+        if energy is not None:  # lattice fields: phi^4 energy and magnetisation
+            m.update(lattice_metrics(samples, ref, **energy))
         return m
 
     def on_test_epoch_end(self) -> None:
@@ -205,6 +205,7 @@ class WSGMModule(L.LightningModule):
         m: dict[str, float] = {
             "sampling_seconds": seconds,
             "samples_per_s": samples.shape[0] / max(seconds, 1e-9),
+            "seconds_per_sample": seconds / samples.shape[0],  # the WPH runs' measure
             "sample_steps": float(hp.sample_steps),
         }
         finite = bool(torch.isfinite(samples).all())
@@ -249,7 +250,7 @@ class WSGMModule(L.LightningModule):
                 out[f"{key}/samples_finite"] = 0.0
                 continue
             metrics = self._sample_metrics(x, ref)
-            for k in ("spectrum_error", "hist_distance", "energy_error", "energy_per_site"):
+            for k in ("spectrum_error", "hist_distance", "energy_error", "abs_m_w1"):
                 if k in metrics:
                     out[f"{key}/{k}"] = metrics[k]
             log.info(

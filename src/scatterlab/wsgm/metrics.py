@@ -88,3 +88,37 @@ def energy_per_site(x: Tensor, beta: float = 0.68, mass2: float | None = None) -
     if x.dim() == 4:
         x = x[:, 0]
     return float(phi4_energy(x.double(), beta, mass2).mean() / (x.shape[-1] * x.shape[-2]))
+
+
+def abs_magnetization(x: Tensor) -> Tensor:
+    """|m| = |spatial mean| of each field: a large-scale statistic the spectrum does not see.
+    x: (N, [1,] L, L) -> (N,)."""
+    return x.double().flatten(1).mean(dim=1).abs()
+
+
+def wasserstein1(a: Tensor, b: Tensor, n_quantiles: int = 512) -> float:
+    """W1 distance between the empirical laws of two 1D samples (quantile functions).
+
+    W1 = int_0^1 |F_a^{-1}(q) - F_b^{-1}(q)| dq, approximated on a midpoint grid of q.
+    """
+    q = (torch.arange(n_quantiles, dtype=torch.float64) + 0.5) / n_quantiles
+    return float((torch.quantile(a.double(), q) - torch.quantile(b.double(), q)).abs().mean())
+
+
+def lattice_metrics(
+    samples: Tensor, reference: Tensor, beta: float = 0.68, mass2: float | None = None
+) -> dict[str, float]:
+    """phi^4 statistics of samples vs reference fields: energy per site (and its relative
+    error) and the law of the mean magnetisation |m| (means, stds, W1 distance)."""
+    e, e_data = energy_per_site(samples, beta, mass2), energy_per_site(reference, beta, mass2)
+    ms, mr = abs_magnetization(samples), abs_magnetization(reference)
+    return {
+        "energy_per_site": e,
+        "energy_per_site_data": e_data,
+        "energy_error": abs(e - e_data) / abs(e_data),
+        "abs_m_mean": float(ms.mean()),
+        "abs_m_mean_data": float(mr.mean()),
+        "abs_m_std": float(ms.std()),
+        "abs_m_std_data": float(mr.std()),
+        "abs_m_w1": wasserstein1(ms, mr),
+    }
