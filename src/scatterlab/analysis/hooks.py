@@ -107,9 +107,11 @@ class CountSketch:
         self.bucket = torch.randint(0, k, (dim,), generator=g)
         self.sign = torch.randint(0, 2, (dim,), generator=g).float() * 2 - 1
 
-    def __call__(self, x: Tensor) -> Tensor:
-        """x (B, D) -> (B, k), on x's device."""
+    def __call__(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        """x (B, D) -> (B, k), on x's device; S (weight * x) with a per-feature `weight` (D,)."""
         b, s = self.bucket.to(x.device), self.sign.to(x.device, x.dtype)
+        if weight is not None:
+            s = s * weight.to(x.device, x.dtype)
         out = torch.zeros(x.shape[0], self.k, device=x.device, dtype=x.dtype)
         return out.index_add_(1, b, x * s)
 
@@ -128,16 +130,31 @@ class LayerCapture:
         self.dims: dict[str, int] = {}
         self.features: dict[str, Tensor] = {}
 
-    def _store(self, spec: str, x: Tensor) -> None:
-        x = x.detach().flatten(1).float()
+    def _store(
+        self, spec: str, x: Tensor, mean: Tensor | None = None, scale: Tensor | None = None
+    ) -> None:
+        """Store the flattened (sketched) features of x, or of (x - mean) * scale (per channel
+        of x (B, C, H, W)) when mean and scale are given."""
+        x = x.detach()
         if spec not in self.sketches:
-            D = x.shape[1]
+            D = x[0].numel()
             self.dims[spec] = D
             sk_seed = self.seed * 1_000_003 + zlib.crc32(spec.encode())
             self.sketches[spec] = (
                 CountSketch(D, self.max_dim, sk_seed) if self.max_dim < D else None
             )
         sk = self.sketches[spec]
+        if mean is not None and sk is not None:
+            # The sketch is linear: S((x - m) * s) = S(s * x) - S(s * m), with the channel
+            # scale folded into the sketch's signs; no standardized copy of x is made.
+            per = x[0].numel() // x.shape[1]
+            w = scale.detach().float().repeat_interleave(per)
+            shift = sk((mean.detach().float().repeat_interleave(per) * w)[None])
+            self.features[spec] = sk(x.flatten(1).float(), w) - shift
+            return
+        if mean is not None:
+            x = (x - mean.view(1, -1, 1, 1).to(x.dtype)) * scale.view(1, -1, 1, 1).to(x.dtype)
+        x = x.flatten(1).float()
         self.features[spec] = sk(x) if sk is not None else x
 
     def project(self, spec: str, rows: Tensor) -> Tensor:
@@ -167,9 +184,8 @@ class LayerCapture:
             if len(args) >= 3 and all(isinstance(a, Tensor) for a in args[1:3]) and x.ndim == 4:
                 mean, scale = args[1], args[2]
                 if mean.numel() == scale.numel() == x.shape[1]:
-                    x = (x - mean.view(1, -1, 1, 1).to(x.dtype)) * scale.view(1, -1, 1, 1).to(
-                        x.dtype
-                    )
+                    self._store(spec, x, mean, scale)
+                    return
             self._store(spec, x)
 
         return hook
