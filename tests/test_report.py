@@ -4,6 +4,7 @@ it, a run without a study, and the same study as a SLURM job array (mark `slurm`
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import statistics
@@ -15,7 +16,15 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from scatterlab.report import expected_overrides, main, power_law, report
+from scatterlab.report import (
+    aggregate,
+    collect,
+    expected_overrides,
+    heatmap_grid,
+    main,
+    power_law,
+    report,
+)
 from tests.conftest import ROOT, read_metrics, run_cli
 
 # The quickstart study at a tiny size: 2 widths x 2 seeds, one epoch of small networks.
@@ -256,3 +265,99 @@ def test_two_row_keys_fit_and_plot_per_value_of_the_other(tmp_path: Path) -> Non
     fits = {f["group"]: f["alpha"] for f in data["fits"]}
     assert fits == pytest.approx({"model.kind=wsgm": 0.0, "model.kind=sgm": 1.5}, abs=1e-12)
     assert len(data["rows"]) == 6 and (tmp_path / "report.png").stat().st_size > 10_000
+
+
+HEAT_STUDY = {
+    "title": "fake heat map",
+    "rows": ["model.sigma_w", "model.depth"],
+    "metrics": [{"key": "acc", "label": "accuracy (%)", "scale": 100, "format": ".1f"}],
+    "plot": {
+        "kind": "heatmap",
+        "x": "model.sigma_w",
+        "y": "model.depth",
+        "value": "acc",
+        "curve": {
+            "_target_": "scatterlab.theory.trainability.trainable_depth",
+            "sigma_b2": 0.05,
+            "max_depth": 100,
+        },
+        "curve_label": "L = 6 xi_c",
+    },
+}
+
+
+def _fake_heat_jobs(root: Path, study: dict) -> None:
+    """3 sigma_w x 2 depths x 2 seeds, less one cell that never ran (2, 20) and one job (4, 10,
+    seed 2) without the metric: that cell is the other seed's value alone."""
+    i = 0
+    for sw in (1.0, 2.0, 4.0):
+        for depth in (10, 20):
+            for seed in (1, 2):
+                if (sw, depth) == (2.0, 20):
+                    continue
+                m = {"acc": 0.1 * sw + 0.01 * depth + 0.003 * seed}
+                if (sw, depth, seed) == (4.0, 10, 2):
+                    m = {"other": 1.0}
+                ov = [f"model.sigma_w={sw}", f"model.depth={depth}", f"seed={seed}"]
+                _fake_job(root / str(i), ov, study, m)
+                i += 1
+
+
+def test_heatmap_grid_is_the_mean_of_the_metrics_files_and_is_drawn(tmp_path: Path) -> None:
+    _fake_heat_jobs(tmp_path, HEAT_STUDY)
+    # the expected cells, straight from the files
+    cells: dict[tuple[float, int], list[float]] = {}
+    for d in tmp_path.iterdir():
+        ov = dict(o.split("=") for o in yaml.safe_load((d / ".hydra/overrides.yaml").read_text()))
+        m = read_metrics(d)
+        if "acc" in m:
+            cells.setdefault((float(ov["model.sigma_w"]), int(ov["model.depth"])), []).append(
+                m["acc"]
+            )
+    jobs, swept = collect([tmp_path])
+    grid = heatmap_grid(aggregate(jobs, swept, HEAT_STUDY), HEAT_STUDY["plot"])
+    assert grid["xs"] == [1.0, 2.0, 4.0] and grid["ys"] == [10, 20]
+    for i, depth in enumerate(grid["ys"]):
+        for j, sw in enumerate(grid["xs"]):
+            vals = cells.get((sw, depth))
+            if vals is None:
+                assert math.isnan(grid["mean"][i][j]) and grid["n"][i][j] == 0
+            else:
+                assert grid["mean"][i][j] == pytest.approx(statistics.fmean(vals), abs=1e-12)
+                assert grid["n"][i][j] == len(vals)
+    assert grid["n"][0][2] == 1  # (4, 10): one of its two jobs has the metric
+
+    data = report([tmp_path])
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert data["heatmap"]["mean"][1][1] is None  # the blank cell, JSON-safe
+    assert data["heatmap"]["mean"][0] == pytest.approx(grid["mean"][0], abs=1e-12)
+    md = (tmp_path / "report.md").read_text()
+    # the grid as a table in the shown units: 100 * mean, .1f; depth 20 row has a blank cell
+    row = [_fmt_pct(v) for v in grid["mean"][1]]
+    assert f"| 20 | {row[0]} | n/a | {row[2]} |" in md
+
+
+def _fmt_pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.1f}"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"value": None}, "kind heatmap needs `value: KEY`"),
+        ({"value": "test/acc"}, "value 'test/acc' is not one of the study's metrics (acc)"),
+        ({"x": "model.width"}, "needs `x`, a row key (model.sigma_w, model.depth)"),
+        ({"y": None}, "needs `y`, a row key"),
+        ({"kind": "contour"}, "kind 'contour' unknown"),
+        ({"curve": {"_target_": "scatterlab.theory.nope"}}, "curve._target_ 'scatterlab.theory"),
+    ],
+)
+def test_heatmap_spec_errors_are_one_line(tmp_path: Path, capsys, change, message) -> None:
+    plot = {k: v for k, v in {**HEAT_STUDY["plot"], **change}.items() if v is not None}
+    _fake_heat_jobs(tmp_path, {**HEAT_STUDY, "plot": plot})
+    capsys.readouterr()
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: study.plot: "), err
+    assert message in err, err
+    assert not (tmp_path / "report.md").exists()  # checked before anything is written

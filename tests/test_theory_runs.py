@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 
 from scatterlab.config_check import validate_config
 from scatterlab.errors import ConfigError
@@ -17,6 +18,7 @@ from scatterlab.modules.theory import (
     MeanFieldSimulationModule,
     PhaseDiagramModule,
 )
+from scatterlab.theory import MeanField, trainable_depth
 from tests.conftest import ROOT, read_metrics, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,6 +52,22 @@ def test_study_config_composes():
     assert cfg.model.activation == "tanh" and cfg.model.width >= 128
     assert cfg.module._target_.endswith("TrainabilityModule")
     assert "model.depth" in cfg.hydra.sweeper.params
+    # the report's heat map draws the theory line from the study's plot node
+    plot = cfg.study.plot
+    assert plot.kind == "heatmap" and plot.value == "train_acc_final"
+    assert get_method(plot.curve._target_) is trainable_depth
+    assert plot.curve.sigma_b2 == pytest.approx(cfg.model.sigma_b**2, abs=1e-4)
+
+
+def test_trainable_depth_is_six_xi_c_of_the_variance():
+    sw = np.array([1.0, 1.5, 2.0])  # standard deviations, as model.sigma_w
+    expect = [6 * float(MeanField("tanh").xi_c(s**2, 0.05)) for s in sw]
+    assert trainable_depth(sw, 0.05) == pytest.approx(expect, rel=1e-12)
+    assert expect[0] == pytest.approx(21.76, abs=0.01)  # ordered: xi_c(1, 0.05) = 3.63
+    # on the critical line (sigma_w^2 = 1.76) xi_c diverges: clipped for a plotted line
+    crit = trainable_depth(np.array([1.3266]), 0.05, max_depth=500)
+    assert crit.tolist() == [500.0] and trainable_depth(1.3266, 0.05) > 1e4
+    assert trainable_depth(1.0, 0.05, factor=1.0) == pytest.approx(expect[0] / 6, rel=1e-12)
 
 
 def test_phase_diagram_module_writes_results(tmp_path):

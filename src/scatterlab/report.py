@@ -34,6 +34,7 @@ FAILED = "failed"  # a run dir without metrics.json: crashed, killed or still ru
 # The plain table (no study) keeps only these metrics when a job has more than PLAIN_MAX.
 PLAIN_MAX = 10
 PLAIN_KEEP = ("test/*", "val/*_best", "num_params", "wall_time_s")
+HEATMAP = "heatmap"  # plot.kind of a colour grid; without `kind`: lines (numeric x) or bars
 
 
 @dataclass
@@ -553,8 +554,17 @@ def report(
     }
     if study:
         agg = aggregate(jobs, swept, study)
+        check_plot(study.get("plot") or {}, agg)
         lines += render_study(agg, study, jobs)
         payload.update(rows=agg["rows"], fits=agg["fits"], columns=agg["columns"])
+        if (study.get("plot") or {}).get("kind") == HEATMAP:
+            grid = heatmap_grid(agg, study["plot"])
+            col = _heatmap_column(study["plot"], agg["columns"])
+            lines += render_heatmap(grid, col, agg["averaged_over"])
+            payload["heatmap"] = {
+                **grid,
+                "mean": [[None if math.isnan(v) else v for v in r] for r in grid["mean"]],
+            }
     else:
         agg = None
         lines += render_plain(jobs, swept)
@@ -596,6 +606,9 @@ def plot(agg: dict[str, Any], study: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     spec = study.get("plot") or {}
+    if spec.get("kind") == HEATMAP:
+        plot_heatmap(agg, study, path)
+        return
     x = spec.get("x") or (agg["rows_keys"][0] if agg["rows_keys"] else None)
     patterns = spec.get("y") or [c["key"] for c in agg["columns"][:1]]
     cols = [c for c in agg["columns"] if any(fnmatch.fnmatchcase(c["key"], p) for p in patterns)]
@@ -649,6 +662,194 @@ def plot(agg: dict[str, Any], study: dict[str, Any], path: Path) -> None:
     ax.set(xlabel=x, ylabel=spec.get("ylabel", cols[0]["label"] if len(cols) == 1 else ""))
     ax.set_title(textwrap.fill(str(study.get("title", "")), 70), fontsize=8)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- heat map (plot.kind: heatmap) -------------------------------------------------------------
+
+
+def _plot_error(message: str) -> ConfigError:
+    return ConfigError(f"study.plot: {message} (see docs/studies.md)")
+
+
+def _heatmap_column(spec: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metric column named by plot.value (a key of study.metrics, or a glob of exactly one)."""
+    value = spec.get("value")
+    if not isinstance(value, str) or not value:
+        raise _plot_error("kind heatmap needs `value: KEY`, one metric key of study.metrics")
+    found = [c for c in columns if fnmatch.fnmatchcase(c["key"], value)]
+    if len(found) != 1:
+        keys = ", ".join(c["key"] for c in columns) or "none"
+        what = "matches several" if found else "is not one"
+        raise _plot_error(f"value {value!r} {what} of the study's metrics ({keys})")
+    return found[0]
+
+
+def check_plot(spec: dict[str, Any], agg: dict[str, Any]) -> None:
+    """Raise one ConfigError line for a plot spec the report cannot draw (before any writing)."""
+    kind = spec.get("kind")
+    if kind is None:
+        return
+    if kind != HEATMAP:
+        raise _plot_error(f"kind {kind!r} unknown: {HEATMAP}, or none for lines and bars")
+    rows_keys = agg["rows_keys"]
+    for axis in ("x", "y"):
+        key = spec.get(axis)
+        if key not in rows_keys:
+            raise _plot_error(
+                f"kind heatmap needs `{axis}`, a row key ({', '.join(rows_keys) or 'none'}); "
+                f"got {key!r}"
+            )
+    if spec["x"] == spec["y"]:
+        raise _plot_error(f"x and y are both {spec['x']!r}; give two different row keys")
+    _heatmap_column(spec, agg["columns"])
+    for key in rows_keys:
+        values = {_show(r["values"].get(key)) for r in agg["rows"]}
+        if key not in (spec["x"], spec["y"]) and len(values) > 1:
+            raise _plot_error(
+                f"a heat map is one grid over x and y, but row key {key!r} takes "
+                f"{len(values)} values; drop it from study.rows or sweep it in another study"
+            )
+    curve = spec.get("curve")
+    if curve is not None:
+        if not isinstance(curve, dict) or not curve.get("_target_"):
+            raise _plot_error("curve needs `_target_: dotted.path.to.function` (and its kwargs)")
+        if not all(isinstance(r["values"].get(spec["x"]), int | float) for r in agg["rows"]):
+            raise _plot_error(f"curve needs numeric x values; {spec['x']!r} has others")
+        _curve_function(curve)
+
+
+def _curve_function(curve: dict[str, Any]) -> Any:
+    from hydra.utils import get_method
+
+    try:
+        return get_method(str(curve["_target_"]))
+    except Exception as e:  # hydra wraps the import error: keep its first line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _plot_error(f"curve._target_ {curve['_target_']!r}: {first}") from None
+
+
+def heatmap_grid(agg: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The heat map's cells: mean[i][j] = the mean over seeds of `spec.value` (raw metric units)
+    at (x = xs[j], y = ys[i]); nan where no finished job has the metric.
+
+    Returns {x, y, value, xs, ys, mean, n} (n: the values averaged per cell).
+    """
+    x, y = spec["x"], spec["y"]
+    key = _heatmap_column(spec, agg["columns"])["key"]
+    cells: dict[tuple[str, str], list[float]] = {}
+    seen: dict[str, dict[str, Any]] = {"x": {}, "y": {}}
+    for r in agg["rows"]:
+        vx, vy = r["values"].get(x), r["values"].get(y)
+        seen["x"][_show(vx)], seen["y"][_show(vy)] = vx, vy
+        cells.setdefault((_show(vx), _show(vy)), []).extend(r["metrics"][key]["values"])
+    xs = sorted(seen["x"].values(), key=lambda v: _sort_key([v]))
+    ys = sorted(seen["y"].values(), key=lambda v: _sort_key([v]))
+    mean, n = [], []
+    for vy in ys:
+        vals = [cells.get((_show(vx), _show(vy)), []) for vx in xs]
+        mean.append([statistics.fmean(v) if v else math.nan for v in vals])
+        n.append([len(v) for v in vals])
+    return {"x": x, "y": y, "value": key, "xs": xs, "ys": ys, "mean": mean, "n": n}
+
+
+def render_heatmap(
+    grid: dict[str, Any], column: dict[str, Any], averaged: list[str] | None = None
+) -> list[str]:
+    """The heat map's grid as a table: one row per y, one column per x, in the shown units."""
+    col = column
+    head = [f"{grid['y']} \\ {grid['x']}", *(_show(v) for v in grid["xs"])]
+    body = [
+        [_show(vy), *(_fmt(m, col) for m in row)]
+        for vy, row in zip(grid["ys"], grid["mean"], strict=True)
+    ]
+    over = f", mean over {', '.join(averaged)}" if averaged else ""
+    return ["", f"Heat map (report.png): {col['label']}{over}.", "", *_table(head, body)]
+
+
+def _edges(centres: list[float], scale: str) -> list[float]:
+    """Cell edges around sorted centres: midpoints (geometric on a log axis), half a step out."""
+    import numpy as np
+
+    c = np.log(np.asarray(centres, float)) if scale == "log" else np.asarray(centres, float)
+    if len(c) == 1:
+        e = np.array([c[0] - 0.5, c[0] + 0.5]) if scale != "log" else c[0] + np.array([-0.3, 0.3])
+    else:
+        mid = (c[1:] + c[:-1]) / 2
+        e = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    if scale == "log":
+        return list(np.exp(e))
+    if c[0] >= 0 and e[0] < 0:  # a non-negative quantity (a depth) keeps a non-negative axis
+        e[0] = 0.0
+    return list(e)
+
+
+def plot_heatmap(agg: dict[str, Any], study: dict[str, Any], path: Path) -> None:
+    """report.png for plot.kind heatmap: the value's mean per (x, y) cell, annotated, with the
+    optional curve y = f(x, **kwargs) over it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patheffects as pe
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    spec = study["plot"]
+    col = _heatmap_column(spec, agg["columns"])
+    grid = heatmap_grid(agg, spec)
+    xscale, yscale = spec.get("xscale", "linear"), spec.get("yscale", "linear")
+    pos = {}
+    for axis, scale in (("x", xscale), ("y", yscale)):
+        values = grid[f"{axis}s"]
+        numeric = all(isinstance(v, int | float) for v in values)
+        centres = [float(v) for v in values] if numeric else list(range(len(values)))
+        pos[axis] = (centres, _edges(centres, scale if numeric else "linear"), numeric)
+    shown = np.array([[_shown(v, col) for v in row] for row in grid["mean"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    mesh = ax.pcolormesh(
+        pos["x"][1],
+        pos["y"][1],
+        np.ma.masked_invalid(shown),  # NaN cells stay blank
+        cmap=spec.get("cmap", "viridis"),
+        vmin=spec.get("vmin"),
+        vmax=spec.get("vmax"),
+    )
+    fig.colorbar(mesh, ax=ax, label=col["label"])
+    for i, py in enumerate(pos["y"][0]):
+        for j, px in enumerate(pos["x"][0]):
+            if math.isnan(shown[i, j]):
+                continue
+            r, g, b, _ = mesh.cmap(mesh.norm(shown[i, j]))
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+            text = _fmt(grid["mean"][i][j], col)
+            ax.text(px, py, text, ha="center", va="center", fontsize=8, color="w" if dark else "k")
+    for axis, scale in (("x", xscale), ("y", yscale)):
+        centres, edges, numeric = pos[axis]
+        getattr(ax, f"set_{axis}scale")(scale if numeric else "linear")
+        getattr(ax, f"set_{axis}lim")(edges[0], edges[-1])
+        getattr(ax, f"set_{axis}ticks")(centres, [_show(v) for v in grid[f"{axis}s"]])
+    ax.minorticks_off()
+    curve = spec.get("curve")
+    if curve:
+        kwargs = {k: v for k, v in curve.items() if k != "_target_"}
+        lo, hi = pos["x"][1][0], pos["x"][1][-1]
+        xs = np.geomspace(lo, hi, 200) if xscale == "log" else np.linspace(lo, hi, 200)
+        ys = np.asarray(_curve_function(curve)(xs, **kwargs), dtype=float)
+        ok = np.isfinite(ys)
+        label = spec.get("curve_label") or str(curve["_target_"]).rsplit(".", 1)[-1]
+        ax.plot(
+            xs[ok],
+            ys[ok],
+            "w-",
+            lw=2,
+            label=label,
+            path_effects=[pe.Stroke(linewidth=3.5, foreground="k"), pe.Normal()],
+        )
+        ax.legend(fontsize=7, loc="upper right")
+    ax.set(xlabel=grid["x"], ylabel=grid["y"])
+    ax.set_title(textwrap.fill(str(study.get("title", "")), 70), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -5,6 +5,8 @@
 - `jacobian_spectrum`, `spectrum_theory`, `mu_k`: input-output Jacobian spectra of finite random
   networks and their free-probability moments (jacobian.py).
 - `propagate_pair`, `propagate_circle`: measured q^l, c^l, length and curvature (simulate.py).
+- `trainable_depth`: the depth factor * xi_c up to which a random network trains
+  (trainability.py; the theory line of the trainability study's heat map).
 - `closed_forms`, `quadrature`: the Gaussian integrals.
 """
 
@@ -12,6 +14,7 @@ from scatterlab.theory.activations import PHIS, Phi, get_phi
 from scatterlab.theory.jacobian import jacobian, jacobian_spectrum, mu_k, spectrum_theory
 from scatterlab.theory.meanfield import MeanField
 from scatterlab.theory.simulate import propagate_circle, propagate_pair
+from scatterlab.theory.trainability import trainable_depth
 
 __all__ = [
     "PHIS",
@@ -24,4 +27,5 @@ __all__ = [
     "propagate_circle",
     "propagate_pair",
     "spectrum_theory",
+    "trainable_depth",
 ]

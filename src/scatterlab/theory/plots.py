@@ -160,51 +160,11 @@ def spectra(results: list[dict], path: Path) -> Path:
     return path
 
 
-def trainability(
-    sw2: Sequence[float],
-    depths: Sequence[int],
-    acc: np.ndarray,
-    curve_sw2: np.ndarray,
-    curve_depth: np.ndarray,
-    path: Path,
-    title: str = "",
-) -> Path:
-    """Training accuracy heat map over (sigma_w^2, depth) with L = 6 xi_c overlaid."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    im = ax.pcolormesh(
-        np.asarray(sw2),
-        np.asarray(depths),
-        np.asarray(acc).T,
-        vmin=0,
-        vmax=1,
-        cmap="viridis",
-        shading="auto",
-    )
-    fig.colorbar(im, ax=ax, label="training accuracy")
-    ok = np.isfinite(curve_depth)
-    ax.plot(curve_sw2[ok], curve_depth[ok], "w-", lw=2, label=r"$L = 6\,\xi_c$")
-    ax.set_ylim(max(0.0, min(depths) - 0.5 * _step(depths)), max(depths) + 0.5 * _step(depths))
-    ax.set_xlabel(r"$\sigma_w^2$")
-    ax.set_ylabel("depth L")
-    ax.set_title(title.replace("; ", "\n"), fontsize=8)
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _step(values: Sequence[float]) -> float:
-    v = sorted(values)
-    return (v[-1] - v[0]) / max(1, len(v) - 1) if len(v) > 1 else 1.0
-
-
 __all__ = [
     "circles",
     "curvature",
     "deviation",
     "phase_diagram",
     "spectra",
-    "trainability",
     "trajectories",
 ]
