@@ -267,6 +267,32 @@ def test_two_row_keys_fit_and_plot_per_value_of_the_other(tmp_path: Path) -> Non
     assert len(data["rows"]) == 6 and (tmp_path / "report.png").stat().st_size > 10_000
 
 
+def test_tables_split_the_columns_with_the_same_rows(tmp_path: Path, capsys) -> None:
+    """study.tables: one table per group of metric globs, every table with every row."""
+    study = {
+        "rows": ["data.size"],
+        "seed": None,
+        "metrics": [{"key": "steps/*/err", "label": "err {name}"}, {"key": "params"}],
+        "tables": [
+            {"title": "errors", "metrics": ["steps/*"]},
+            {"title": "size", "metrics": ["params"]},
+        ],
+    }
+    for i, size in enumerate((16, 32)):
+        m = {"steps/N=2/err": 0.5 / size, "steps/N=4/err": 0.25 / size, "params": 10 * size}
+        _fake_job(tmp_path / str(i), [f"data.size={size}"], study, m)
+    report([tmp_path])
+    md = (tmp_path / "report.md").read_text()
+    assert "errors:\n\n| data.size | err N=2 | err N=4 | n |" in md
+    assert "size:\n\n| data.size | params | n |" in md
+    assert "| 32 | 0.01562 | 0.007812 | 1 |" in md and "| 32 | 320 | 1 |" in md
+    study["tables"] = [{"title": "no metrics"}]
+    for i in (0, 1):
+        (tmp_path / str(i) / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"study": study}))
+    assert main([str(tmp_path)]) == 2
+    assert "study.tables entry" in capsys.readouterr().err
+
+
 HEAT_STUDY = {
     "title": "fake heat map",
     "rows": ["model.sigma_w", "model.depth"],

@@ -15,6 +15,7 @@ import argparse
 import fnmatch
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -262,6 +263,11 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def _natural(key: str) -> list[Any]:
+    """Sort key comparing the digit runs of a string as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
 def _metric_columns(study: dict[str, Any], jobs: list[Job]) -> list[dict[str, Any]]:
     """The study's metric specs with globs expanded against the jobs' metric keys."""
     keys = list(dict.fromkeys(k for j in jobs for k in j.metrics))
@@ -269,8 +275,9 @@ def _metric_columns(study: dict[str, Any], jobs: list[Job]) -> list[dict[str, An
     for spec in study.get("metrics") or []:
         spec = {"key": spec} if isinstance(spec, str) else dict(spec)
         pattern = str(spec["key"])
-        matches = [k for k in keys if fnmatch.fnmatchcase(k, pattern)] if "*" in pattern else []
-        if "*" not in pattern:
+        if "*" in pattern:  # numbers in order: N=2, N=4, ..., N=128 (not N=128, N=16, ...)
+            matches = sorted((k for k in keys if fnmatch.fnmatchcase(k, pattern)), key=_natural)
+        else:
             matches = [pattern]
         prefix, _, suffix = pattern.partition("*")
         for key in matches:
@@ -422,7 +429,30 @@ def _table(head: list[str], body: list[list[str]]) -> list[str]:
 
 
 def render_study(agg: dict[str, Any], study: dict[str, Any], jobs: list[Job]) -> list[str]:
-    cols = agg["columns"]
+    lines: list[str] = []
+    groups = study.get("tables") or [{"metrics": ["*"]}]
+    for g in groups:  # study.tables: the columns split into several tables, same rows
+        if not isinstance(g, dict) or not g.get("metrics"):
+            raise ConfigError(
+                f"study.tables entry {g!r} needs metrics: [keys or globs] (see docs/studies.md)"
+            )
+        cols = [
+            c for c in agg["columns"] if any(fnmatch.fnmatchcase(c["key"], p) for p in g["metrics"])
+        ]
+        if g.get("title"):
+            lines += [f"{g['title']}:", ""]
+        lines += _study_table(agg, cols) + [""]
+    lines.pop()
+    if agg["averaged_over"]:
+        lines += [
+            "",
+            f"Mean ± sample std over {', '.join(agg['averaged_over'])}; n: finished jobs.",
+        ]
+    return lines + _render_fits(agg)
+
+
+def _study_table(agg: dict[str, Any], cols: list[dict[str, Any]]) -> list[str]:
+    """One table: a line per row of the study, the given metric columns (and published)."""
     has_pub = {c["key"] for r in agg["rows"] for c in cols if c["key"] in r["published"]}
     head = list(agg["rows_keys"])
     for c in cols:
@@ -444,12 +474,11 @@ def render_study(agg: dict[str, Any], study: dict[str, Any], jobs: list[Job]) ->
                 line.append("n/a" if pub is None else f"{pub:g}")
         line.append(f"{r['n']}" if r["n"] == r["jobs"] else f"{r['n']} of {r['jobs']}")
         body.append(line)
-    lines = _table(head, body)
-    if agg["averaged_over"]:
-        lines += [
-            "",
-            f"Mean ± sample std over {', '.join(agg['averaged_over'])}; n: finished jobs.",
-        ]
+    return _table(head, body)
+
+
+def _render_fits(agg: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if agg["fits"]:
         lines += ["", "Power-law fits, metric ~ x^alpha over the rows:", ""]
         fit_rows = [
