@@ -32,6 +32,16 @@ TINY = ["model.widths=[8,16]", "logger=csv", "callbacks.progress_bar=null"]
         (["-m", "model.width=0.5,1", "data.batch_size=8,-2"], "data.batch_size=-2 is out of"),
         (["-m", "experiment=quickstart,nope"], "unknown experiment 'nope'"),
         (["study=nope"], "unknown study 'nope'"),
+        # a fixed key that only the swept experiments have: Hydra's base config lacks it
+        (
+            [
+                "-m",
+                "study=phi4_models",
+                "experiment=quickstart_wsgm,phi4_sgm",
+                "model.variance=small",
+            ],
+            "model.variance is not a key of this multirun's base config",
+        ),
     ],
 )
 def test_bad_option_is_one_clear_error(overrides: list[str], message: str) -> None:
@@ -43,6 +53,9 @@ def test_bad_option_is_one_clear_error(overrides: list[str], message: str) -> No
 
 def test_valid_sweep_passes() -> None:
     check_overrides(CONFIGS, "train", ["-m", "model.width=0.5,1", "seed=1,2"])
+    # the advised fix of the base-config error: a one-value sweep
+    one = ["-m", "study=phi4_models", "experiment=quickstart_wsgm,phi4_sgm"]
+    check_overrides(CONFIGS, "train", [*one, "model.variance=choice(small)"])
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:

@@ -52,11 +52,17 @@ def _compose(overrides: list[str], tmp_path: Path):
 
 @pytest.mark.parametrize(
     "experiment,cls",
-    [("quickstart_wsgm", WSGM), ("phi4_wsgm", WSGM), ("phi4_sgm", SGM), ("cifar_wsgm", WSGM)],
+    [
+        ("quickstart_wsgm", WSGM),
+        ("quickstart_sgm", SGM),
+        ("phi4_wsgm", WSGM),
+        ("phi4_sgm", SGM),
+        ("cifar_wsgm", WSGM),
+    ],
 )
 def test_experiment_configs_instantiate(experiment: str, cls: type, tmp_path: Path) -> None:
     cfg = _compose([f"experiment={experiment}", "logger=csv"], tmp_path)
-    if experiment == "quickstart_wsgm":  # tests the final weights (last.ckpt)
+    if experiment.startswith("quickstart"):  # tests the final weights (last.ckpt)
         assert cfg.callbacks.model_checkpoint is None
         assert cfg.callbacks.last_checkpoint.filename == "last"
     else:

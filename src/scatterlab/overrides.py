@@ -44,6 +44,26 @@ def check_overrides(config_dir: str, config_name: str, argv: list[str] | None = 
         jobs += [[*first[:i], v, *first[i + 1 :]] for v in vs[1:]]
     for job in jobs[:MAX_CHECKED_JOBS]:
         _check_job(config_dir, config_name, job)
+    if len(args) > len(overrides):  # -m: Hydra first composes the fixed overrides alone
+        _check_base(config_dir, config_name, parsed, overrides)
+
+
+def _check_base(config_dir: str, config_name: str, parsed: list, overrides: list[str]) -> None:
+    """A multirun's base config (its overrides without the swept ones) must compose too."""
+    swept = [raw for o, raw in zip(parsed, overrides, strict=True) if o.is_sweep_override()]
+    if not swept:
+        return
+    fixed = [raw for o, raw in zip(parsed, overrides, strict=True) if not o.is_sweep_override()]
+    try:
+        _compose(config_dir, config_name, fixed)
+    except ConfigCompositionException as e:
+        m = re.search(r"Could not override '([^']+)'", f"{e}\n{e.__cause__}")
+        what = f"{m.group(1)} is not a key of" if m else "cannot compose"
+        raise ConfigError(
+            f"{what} this multirun's base config (the fixed overrides alone, without "
+            f"{' '.join(swept)}), which Hydra composes before the sweep: set it in the swept "
+            f"config files, or make it a one-value sweep ({m.group(1) if m else 'key'}=choice(...))"
+        ) from None
 
 
 MAX_CHECKED_JOBS = 64  # a larger sweep has its remaining values checked by each job itself
