@@ -7,7 +7,6 @@ from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from scatterlab.analysis.cka import linear_cka
 from scatterlab.rainbow import (
@@ -19,7 +18,7 @@ from scatterlab.rainbow import (
     width_cka,
 )
 from scatterlab.rainbow.network import p_input
-from tests.test_rainbow import _digits, _net
+from tests.test_rainbow import _digits, _net, _trained_net
 
 torch.set_num_threads(1)
 
@@ -31,18 +30,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    train, _ = digits
-    net = _net(widths=(16, 32, 32))
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    net.train()
-    for _ in range(2):
-        for x, y in train:
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    reestimate_statistics(net, train)
-    return net.eval()
+    return _trained_net(digits[0], epochs=2)
 
 
 def _signed_permutation_copy(net, train, seed=3):

@@ -180,14 +180,12 @@ def digits():
     return _digits()
 
 
-@pytest.fixture(scope="module")
-def trained(digits):
-    """A small real-P scattering net trained for a few epochs on the digits (~seconds)."""
-    train, _ = digits
+def _trained_net(train, epochs: int):
+    """A small real-P scattering net trained `epochs` epochs on the digits (~seconds)."""
     net = _net(widths=(16, 32, 32))
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     net.train()
-    for _ in range(3):
+    for _ in range(epochs):
         for x, y in train:
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
@@ -196,6 +194,11 @@ def trained(digits):
     net.eval()
     reestimate_statistics(net, train)
     return net
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    return _trained_net(digits[0], epochs=3)
 
 
 def test_permuted_network_realigned_keeps_accuracy_exactly(trained, digits) -> None:
