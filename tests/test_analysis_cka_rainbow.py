@@ -18,7 +18,7 @@ from scatterlab.rainbow import (
     width_cka,
 )
 from scatterlab.rainbow.network import p_input
-from tests.test_rainbow import _digits, _net, _trained_net
+from tests.test_rainbow import _digits, _narrow_net, _net, _reference_ckpt, _trained_net
 
 torch.set_num_threads(1)
 
@@ -118,21 +118,8 @@ def test_module_logs_cka_beside_the_alignment_error(trained, digits, tmp_path) -
     from scatterlab.errors import ConfigError
     from scatterlab.modules.rainbow import RainbowModule
 
-    model_cfg = {
-        "_target_": "scatterlab.models.LearnedScattering",
-        "in_channels": 1,
-        "input_size": 8,
-        "widths": [16, 32, 32],
-        "width": 1.0,
-        "complex_projection": False,
-        "classifier_affine": False,
-        "classifier_bias": False,
-    }
-    path = tmp_path / "ref.ckpt"
-    state = {f"net.{k}": v for k, v in trained.state_dict().items()}
-    torch.save({"state_dict": state, "scatterlab_config": {"model": model_cfg}}, path)
-    narrow = _net(widths=(8, 16, 16), seed=1)
-    reestimate_statistics(narrow, digits[0])
+    path = _reference_ckpt(trained, tmp_path)
+    narrow = _narrow_net(digits)
     opt = partial(torch.optim.SGD, lr=0.1)
     module = RainbowModule(narrow, opt, rainbow=False, reference_ckpt=str(path), cka_images=100)
     got = module.run_width_alignment(digits[1])

@@ -334,15 +334,8 @@ def test_width_alignment_is_the_direct_error_and_zero_for_a_permuted_copy(traine
 
 
 # ---- the Lightning module and train.py -------------------------------------------------------
-def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp_path) -> None:
-    """module.reference_ckpt: the module's width_alignment_error equals width_alignment onto
-    the network rebuilt from the checkpoint's stored config; the reference stays out of the
-    module's parameters and checkpoints."""
-    from functools import partial
-
-    from scatterlab.modules.rainbow import RainbowModule
-    from scatterlab.rainbow import width_alignment
-
+def _reference_ckpt(net, tmp_path):
+    """A checkpoint of `net` (widths 16, 32, 32) as module.reference_ckpt reads it."""
     model_cfg = {
         "_target_": "scatterlab.models.LearnedScattering",
         "in_channels": 1,
@@ -354,10 +347,29 @@ def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp
         "classifier_bias": False,
     }
     path = tmp_path / "ref.ckpt"
-    state = {f"net.{k}": v for k, v in trained.state_dict().items()}
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "scatterlab_config": {"model": model_cfg}}, path)
+    return path
+
+
+def _narrow_net(digits):
+    """An untrained half-width net with exact statistics: what is aligned onto the reference."""
     narrow = _net(widths=(8, 16, 16), seed=1)
     reestimate_statistics(narrow, digits[0])
+    return narrow
+
+
+def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp_path) -> None:
+    """module.reference_ckpt: the module's width_alignment_error equals width_alignment onto
+    the network rebuilt from the checkpoint's stored config; the reference stays out of the
+    module's parameters and checkpoints."""
+    from functools import partial
+
+    from scatterlab.modules.rainbow import RainbowModule
+    from scatterlab.rainbow import width_alignment
+
+    path = _reference_ckpt(trained, tmp_path)
+    narrow = _narrow_net(digits)
     module = RainbowModule(
         narrow, partial(torch.optim.SGD, lr=0.1), rainbow=False, reference_ckpt=str(path)
     )
@@ -375,7 +387,7 @@ def test_module_width_alignment_onto_a_reference_checkpoint(trained, digits, tmp
         p.numel() for p in narrow.parameters()
     )
     bare = tmp_path / "bare.ckpt"
-    torch.save({"state_dict": state}, bare)
+    torch.save({"state_dict": torch.load(path, weights_only=False)["state_dict"]}, bare)
     with pytest.raises(CheckpointError, match="stores no run config"):
         RainbowModule(narrow, partial(torch.optim.SGD, lr=0.1), reference_ckpt=str(bare))
 
