@@ -3,12 +3,12 @@
 # working tree and has PyTorch + Lightning but not hydra-core/omegaconf (see README "GPU runs").
 #
 #   prepare here:  bash scripts/gpu_session.sh prepare    # fills the git-ignored .gpu/
-#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm
+#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm|wph
 #
 # Every stage writes its log and a tarball of results/ + run metrics into $OUT; each step has
 # its own time limit (seconds) so one hang cannot eat the whole lease.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm}
+stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm|wph}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -22,6 +22,7 @@ if [ "$stage" = prepare ]; then
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     -d .gpu/whl "PyWavelets==$(.venv/bin/python -c \
     'import importlib.metadata as m; print(m.version("PyWavelets"))')"
+  .venv/bin/python -m pip download -q --no-deps pywph==1.1.3 -d .gpu/whl  # pure Python
   cp ../shared/data/cifar10-jpeg.tar.xz .gpu/
   du -sh .gpu
   exit 0
@@ -104,8 +105,16 @@ wsgm)
     hydra.launcher.n_jobs=4 hydra.sweep.dir=outputs/wsgm_gpu
   python3 -m scatterlab.report outputs/wsgm_gpu --out results/wsgm_steps_vs_size_gpu
   ;;
+wph)
+  # scatterlab.wph beside PyWPH on the same 256 x 256 field, then phi^4 at L = 128 (issue 13)
+  step 300 bench_wph python3 scripts/benchmark_wph.py --device cuda --iters 50 \
+    --out results/benchmark_wph_gpu.md
+  step "${LIMIT:-240}" wph_phi4 python3 train.py experiment=wph_phi4 data.size=128 trainer=gpu \
+    module.n_samples=64 logger=csv hydra.run.dir=outputs/wph_phi4_gpu
+  python3 -m scatterlab.report outputs/wph_phi4_gpu --out results/wph_phi4_gpu
+  ;;
 *)
-  echo "unknown stage $stage: prepare, bench, accuracy, rainbow or wsgm" >&2
+  echo "unknown stage $stage: prepare, bench, accuracy, rainbow, wsgm or wph" >&2
   exit 2
   ;;
 esac
