@@ -293,6 +293,18 @@ def test_tables_split_the_columns_with_the_same_rows(tmp_path: Path, capsys) -> 
     assert "study.tables entry" in capsys.readouterr().err
 
 
+def test_a_setting_of_some_rows_is_named_not_averaged(tmp_path: Path) -> None:
+    """Two sweep dirs, one with model.width=0.125 for its experiments: the width is listed with
+    the rows it applies to, not reported as a key averaged over."""
+    study = {"rows": ["experiment"], "metrics": [{"key": "acc"}]}
+    _fake_job(tmp_path / "a" / "0", ["experiment=a", "model.width=0.125"], study, {"acc": 0.5})
+    _fake_job(tmp_path / "b" / "0", ["experiment=b"], study, {"acc": 0.7})
+    data = report([tmp_path / "a", tmp_path / "b"])
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "Only some rows: `model.width=0.125` (a)." in md
+    assert "Mean ± sample std" not in md and [r["n"] for r in data["rows"]] == [1, 1]
+
+
 HEAT_STUDY = {
     "title": "fake heat map",
     "rows": ["model.sigma_w", "model.depth"],

@@ -347,10 +347,14 @@ def aggregate(jobs: list[Job], swept: list[str], study: dict[str, Any]) -> dict[
         rows.append(row)
     rows.sort(key=lambda r: _sort_key(list(r["values"].values())))
     others = [k for k in swept if k not in rows_keys and k != seed]
+    # a key set differently across jobs but constant within every row is not averaged over:
+    # it is that row's setting (e.g. model.width=0.125 for some experiments only)
+    varies = [k for k in others if any(len({j.value(k) for j in m}) > 1 for m in groups.values())]
     return {
         "rows_keys": rows_keys,
         "seed": seed,
-        "averaged_over": [k for k in swept if k == seed] + others,
+        "averaged_over": [k for k in swept if k == seed] + varies,
+        "row_settings": [k for k in others if k not in varies],
         "columns": columns,
         "rows": rows,
         "published_label": published.get("label", "published"),
@@ -543,6 +547,21 @@ def render_incomplete(jobs: list[Job]) -> list[str]:
     return lines
 
 
+def _row_settings(agg: dict[str, Any], jobs: list[Job]) -> list[str]:
+    """One line per override that some rows were given and others not (constant per row)."""
+    out = []
+    for key in agg["row_settings"]:
+        given: dict[str, list[str]] = {}
+        for j in jobs:
+            o = next((o for o in j.overrides if o.partition("=")[0].lstrip("+~") == key), None)
+            if o is not None:
+                row = ", ".join(_show(parse_value(j.value(k))) for k in agg["rows_keys"])
+                given.setdefault(o, []).append(row)
+        for o, rows in given.items():
+            out.append(f"Only some rows: `{o}` ({', '.join(dict.fromkeys(rows))}).")
+    return out
+
+
 def common_overrides(jobs: list[Job], swept: list[str]) -> list[str]:
     """The overrides every job was given, except the swept keys and the study itself."""
     if not jobs:
@@ -584,6 +603,7 @@ def report(
     if study:
         agg = aggregate(jobs, swept, study)
         check_plot(study.get("plot") or {}, agg)
+        lines[-1:] = [*_row_settings(agg, jobs), ""]
         lines += render_study(agg, study, jobs)
         payload.update(rows=agg["rows"], fits=agg["fits"], columns=agg["columns"])
         if (study.get("plot") or {}).get("kind") == HEATMAP:
