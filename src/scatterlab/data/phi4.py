@@ -63,11 +63,6 @@ class Phi4DataModule(L.LightningDataModule):
             raise ConfigError(f"unknown data.field {field!r}: use one of {FIELDS}")
         if min(n_train, n_val, n_test) < 1 or batch_size < 1:
             raise ConfigError("data.n_train, n_val, n_test and batch_size must be positive")
-        if batch_size > n_train:  # the training loader drops the incomplete last batch
-            raise ConfigError(
-                f"data.batch_size ({batch_size}) > data.n_train ({n_train}) leaves no training "
-                "batch: lower data.batch_size or raise data.n_train"
-            )
         if mass2_L is not None:
             if field == "phi4":
                 raise ConfigError("data.mass2_L is for Gaussian fields: set data.field=gaussian")
@@ -133,6 +128,12 @@ class Phi4DataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size // world > self.n_train:  # drop_last: no batch at all
+            raise ConfigError(
+                f"data.batch_size ({self.batch_size}) > data.n_train ({self.n_train}) leaves no "
+                "training batch: lower data.batch_size or raise data.n_train"
+            )
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
