@@ -224,3 +224,22 @@ def test_comparison_figure_curves_and_file(tmp_path: Path) -> None:
     img = mpimg.imread(comparison_figure(data, data, tmp_path / "same.png", title="x"))
     assert img.shape[:2] == (765, 855)  # 9.5 x 8.5 inches at 90 dpi
     assert (img[..., :3] < 0.5).any() and (img[..., :3] > 0.9).any()
+
+
+def test_training_fields_of_labelled_image_splits(tmp_path: Path) -> None:
+    """Image data modules keep (images, labels) splits: the figure's training fields come from
+    the loader then (a tuple split crashed every cifar_wsgm run at its test stage)."""
+    from types import SimpleNamespace
+
+    cfg = _compose(["experiment=quickstart_wsgm", *TINY], tmp_path)
+    module = instantiate(cfg.module)
+    x = torch.randn(8, 1, 16, 16)
+    loader = [(x[:4], torch.zeros(4)), (x[4:], torch.zeros(4))]
+    dm = SimpleNamespace(
+        splits={"train": (x, torch.zeros(8))},
+        train_dataloader=lambda: loader,
+        on_after_batch_transfer=lambda batch, i: batch,
+    )
+    module._trainer = SimpleNamespace(datamodule=dm)  # what Lightning's trainer exposes here
+    got = module._training_fields(6)
+    assert torch.equal(got, x[:6])

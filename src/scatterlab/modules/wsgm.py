@@ -292,8 +292,9 @@ class WSGMModule(L.LightningModule):
         if dm is None:
             return None
         splits = getattr(dm, "splits", None)
-        if isinstance(splits, dict) and "train" in splits:  # lattice fields: no loader needed
-            return splits["train"][:n].float().cpu()
+        train = splits.get("train") if isinstance(splits, dict) else None
+        if isinstance(train, Tensor):  # lattice fields: no loader needed (images: (x, y) pairs)
+            return train[:n].float().cpu()
         xs, got = [], 0
         try:
             for batch in dm.train_dataloader():
