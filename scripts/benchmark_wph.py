@@ -187,13 +187,12 @@ def main() -> None:
     la = Path("/proc/loadavg")
     load = la.read_text().split()[0] if la.exists() else "?"
     lines = [
-        "# WPH synthesis benchmark: scatterlab.wph vs PyWPH",
-        "",
         f"One 256 x 256 field (scikit-image gravel, standardised), J = {args.J}, L = {args.L}, "
         f"dn = {args.dn}, PyWPH's default moment classes, at most {args.iters} L-BFGS "
         f"iterations from the same white noise. Hardware: {hw}; device {args.device}; "
-        f"{args.threads} torch threads; machine load average {load} at the end (shared: "
-        "timings are under load). `python scripts/benchmark_wph.py` reproduces it.",
+        f"{args.threads} torch threads; machine load average {load} at the end (the benchmark's "
+        f"own threads count in it). `python scripts/benchmark_wph.py --iters {args.iters} "
+        f"--threads {args.threads}` reproduces it.",
         "",
         "| code | moments | s / evaluation | s / iteration | evaluations | iterations "
         "| loss: initial -> final | iters (s) to 1e-2 x initial | iters (s) to 1e-3 x initial |",
