@@ -68,9 +68,7 @@ def on_files(files: Files, config) -> Files:
     def add(repo_path: str) -> None:
         site = _site_path(repo_path)
         if site not in known and (root / repo_path).is_file():
-            files.append(
-                RepoFile(repo_path, str(root), config.site_dir, config.use_directory_urls)
-            )
+            files.append(RepoFile(repo_path, str(root), config.site_dir, config.use_directory_urls))
             known.add(site)
 
     for path in sorted((root / "results").rglob("*")):
@@ -78,7 +76,8 @@ def on_files(files: Files, config) -> Files:
             add(path.relative_to(root).as_posix())
     sources = [(root / "README.md", "")]
     for page in docs.rglob("*.md"):
-        sources.append((page, posixpath.normpath("docs/" + page.parent.relative_to(docs).as_posix())))
+        folder = page.parent.relative_to(docs).as_posix()
+        sources.append((page, posixpath.normpath("docs/" + folder)))
     for path, base in sources:
         for target in _links(path.read_text()):
             repo_path = _repo_path(base, target)

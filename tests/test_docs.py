@@ -1,0 +1,49 @@
+"""The documentation: README.md and docs/ pages, their result tables and their links.
+
+The result tables inside the pages are the committed results files, verbatim
+(scripts/sync_docs.py); the site itself is built with `mkdocs build --strict` by
+`make test`, which fails on a broken link or a missing figure.
+"""
+
+import re
+import sys
+
+import pytest
+
+from scatterlab import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from sync_docs import BLOCK, pages, render  # noqa: E402
+
+PAGES = pages(ROOT)
+
+
+def _id(path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_id)
+def test_page_tables_match_results(page) -> None:
+    text = page.read_text()
+    assert render(text) == text, f"{_id(page)} is stale: run `python scripts/sync_docs.py`"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_id)
+def test_page_includes_exist(page) -> None:
+    for match in BLOCK.finditer(page.read_text()):
+        assert (ROOT / match.group(2)).exists(), f"{_id(page)}: {match.group(2)}"
+
+
+def test_render_replaces_a_stale_table(tmp_path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.md").write_text("| a |\n|---|\n| 2 |\n")
+    stale = "x\n<!-- include: results/t.md -->\n| a |\n|---|\n| 1 |\n<!-- end include -->\ny\n"
+    fresh = render(stale, tmp_path)
+    assert "| 2 |" in fresh and "| 1 |" not in fresh and fresh != stale
+    assert render(fresh, tmp_path) == fresh
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", text, re.DOTALL).group(1).splitlines()
+    assert first_block[0].startswith("make run") and first_block[1].startswith("make test")
