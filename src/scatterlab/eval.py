@@ -22,6 +22,7 @@ from scatterlab.overrides import check_overrides
 from scatterlab.utils import (
     instantiate_all,
     load_checkpoint,
+    stored_config,
     to_float_dict,
     user_errors,
     write_metrics,
@@ -33,11 +34,7 @@ log = logging.getLogger("scatterlab")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     start = time.time()
     ckpt = load_checkpoint(cfg.ckpt_path)
-    if "scatterlab_config" not in ckpt:
-        raise CheckpointError(
-            f"{cfg.ckpt_path} was not written by scatterlab's train.py (no config)"
-        )
-    saved = OmegaConf.create(ckpt["scatterlab_config"])
+    saved = OmegaConf.create(stored_config(ckpt, cfg.ckpt_path))
     module = instantiate(saved.module)
     try:
         module.load_state_dict(ckpt["state_dict"])

@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import math
+import pickle
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -87,7 +89,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: check ckpt_path")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = safe_load(path)
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({type(e).__name__}): delete it and "
@@ -96,6 +100,57 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """torch.load that cannot run code: tensors and plain Python values only.
+
+    A pickle that names any other global (a crafted file that would call `os.system` when
+    unpickled, say) is refused with a CheckpointError before that global is touched.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e).lower() and "weights only" not in str(e).lower():
+            raise
+        found = re.search(r"GLOBAL (\S+)|global ([\w.]+)", str(e))
+        name = next((g for g in found.groups() if g), "") if found else ""
+        raise CheckpointError(
+            f"{what} {path} holds a Python object that would run code when loaded"
+            f"{f' ({name})' if name else ''}: refused. scatterlab reads only tensors and plain "
+            "values; use a checkpoint written by scatterlab's train.py, from a source you trust"
+        ) from None
+
+
+# What a config stored inside a checkpoint may build: a crafted `scatterlab_config` whose
+# `_target_` is `os.system` would otherwise run code through Hydra's instantiate.
+SAFE_TARGETS = ("scatterlab.", "torch.optim.", "torch.nn.")
+
+
+def stored_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The run config a train.py checkpoint stores, refused if it would build anything else
+    than scatterlab's own classes and torch's layers and optimizers."""
+    cfg = ckpt.get("scatterlab_config")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} was not written by scatterlab's train.py (no config)")
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if target is not None and not str(target).startswith(SAFE_TARGETS):
+                raise CheckpointError(
+                    f"checkpoint {path} stores a config that would build {target!r} ({key}."
+                    f"_target_): refused, only {', '.join(t + '*' for t in SAFE_TARGETS)} are "
+                    "built from a checkpoint; use a checkpoint written by scatterlab's train.py"
+                )
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+
+    walk(cfg, "")
+    return cfg
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:

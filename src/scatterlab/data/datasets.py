@@ -158,7 +158,7 @@ class ImageFolderDataModule(ImageDataModule):
             else None
         )
         if cache is not None and cache.exists():
-            return torch.load(cache)
+            return torch.load(cache, weights_only=True)  # tensors only: no code runs
         with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
             images = torch.stack(list(pool.map(self._read, files)))
         if cache is not None:

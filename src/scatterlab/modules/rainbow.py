@@ -31,7 +31,7 @@ from scatterlab.errors import CheckpointError, ConfigError
 from scatterlab.modules.classification import ClassificationModule
 from scatterlab.rainbow import network as rn
 from scatterlab.rainbow.weights import gaussianity, spectrum
-from scatterlab.utils import load_checkpoint
+from scatterlab.utils import load_checkpoint, stored_config
 
 log = logging.getLogger("scatterlab")
 
@@ -336,7 +336,7 @@ def load_reference(path: str) -> tuple[nn.Module, float | None]:
     from hydra.utils import instantiate
 
     ckpt = load_checkpoint(path)
-    model_cfg = (ckpt.get("scatterlab_config") or {}).get("model")
+    model_cfg = stored_config(ckpt, path).get("model") if "scatterlab_config" in ckpt else None
     if not model_cfg:
         raise CheckpointError(
             f"{path} stores no run config (scatterlab_config): module.reference_ckpt needs a "

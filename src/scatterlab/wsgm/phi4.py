@@ -214,7 +214,7 @@ def generate_phi4(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache / f"phi4_L{cfg.size}_{cfg.key()}.pt"
     if path.exists():
-        return torch.load(path, map_location="cpu")["samples"]
+        return torch.load(path, map_location="cpu", weights_only=True)["samples"]
     sampler = HMCSampler(cfg, device=device)
     samples = sampler.run(progress=progress)
     cache.mkdir(parents=True, exist_ok=True)
