@@ -9,11 +9,14 @@ an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Annotated
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range, Real, Seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,18 +91,25 @@ class ImageDataModule(L.LightningDataModule):
     augmented (crop with `crop_padding`, horizontal `flip`) in training only.
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "len(mean) in (1, in_channels) and len(std) in (1, in_channels)",
+            "give data.mean and data.std one value, or one per channel (data.in_channels)",
+        ),
+    )
+
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        image_size: int = 32,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        crop_padding: int = 0,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 3,
+        image_size: PositiveInt = 32,
+        batch_size: PositiveInt = 128,
+        num_workers: NonNegativeInt = 0,
+        crop_padding: NonNegativeInt = 0,
         flip: bool = False,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        seed: int = 0,
+        mean: Annotated[Sequence[Real], Range(ge=1)] = IMAGENET_MEAN,
+        std: Annotated[Sequence[Positive], Range(ge=1)] = IMAGENET_STD,
+        seed: Seed = 0,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()

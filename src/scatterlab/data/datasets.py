@@ -6,6 +6,7 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from scatterlab.data.base import ImageDataModule, stratified_split
 from scatterlab.errors import ConfigError, DataError
+from scatterlab.ranges import NonNegativeInt, Range
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
@@ -25,7 +27,20 @@ class DigitsDataModule(ImageDataModule):
     into train / val / test with `val_fraction` and `test_fraction` of the images.
     """
 
-    def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15, **kwargs) -> None:
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ImageDataModule.CONFIG_CHECKS,
+        (
+            "val_fraction + test_fraction < 1",
+            "lower data.val_fraction or data.test_fraction: their sum leaves no training images",
+        ),
+    )
+
+    def __init__(
+        self,
+        val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15,
+        test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("mean", (0.3,))
         kwargs.setdefault("std", (0.4,))
         kwargs.setdefault("in_channels", 1)
@@ -61,7 +76,14 @@ class CIFAR10DataModule(ImageDataModule):
     epochs); set `val_size` > 0 to hold out that many training images instead.
     """
 
-    def __init__(self, root: str, download: bool = True, val_size: int = 0, **kwargs) -> None:
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ImageDataModule.CONFIG_CHECKS,
+        ("val_size < 50000", "hold out fewer of the 50,000 training images: lower data.val_size"),
+    )
+
+    def __init__(
+        self, root: str, download: bool = True, val_size: NonNegativeInt = 0, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.root, self.download, self.val_size = root, download, val_size
 
@@ -118,7 +140,7 @@ class ImageFolderDataModule(ImageDataModule):
     """
 
     def __init__(
-        self, root: str, cache_dir: str | None = None, val_size: int = 0, **kwargs
+        self, root: str, cache_dir: str | None = None, val_size: NonNegativeInt = 0, **kwargs
     ) -> None:
         super().__init__(**kwargs)
         self.root, self.cache_dir, self.val_size = Path(root), cache_dir, val_size

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from scatterlab.data.base import ImageDataModule
-from scatterlab.errors import ConfigError
+from scatterlab.ranges import OpenFraction, Real, Seed
 
 BITS = 12
 
@@ -64,13 +64,21 @@ def label_table(x: Tensor, y: Tensor) -> dict[int, float]:
 class InfoPlaneDataModule(ImageDataModule):
     """The 12-bit, 4096-pattern task (module docstring); full-batch by default."""
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ImageDataModule.CONFIG_CHECKS,
+        (
+            "train_fraction * 4096 >= 1 and (1 - train_fraction) * 4096 >= 1",
+            "data.train_fraction leaves no training or no held-out pattern of the 4096",
+        ),
+    )
+
     def __init__(
         self,
-        train_fraction: float = 0.8,
-        coupling: float = 2.5,
-        positive_fraction: float = 0.517,
-        points_seed: int = 0,
-        split_seed: int = 0,
+        train_fraction: OpenFraction = 0.8,
+        coupling: Real = 2.5,
+        positive_fraction: OpenFraction = 0.517,
+        points_seed: Seed = 0,
+        split_seed: Seed = 0,
         **kwargs,
     ) -> None:
         kwargs.setdefault("num_classes", 2)
@@ -80,10 +88,6 @@ class InfoPlaneDataModule(ImageDataModule):
         kwargs.setdefault("mean", (0.0,))
         kwargs.setdefault("std", (1 / 255,))
         super().__init__(**kwargs)
-        if not 0 < train_fraction < 1:
-            raise ConfigError(f"data.train_fraction={train_fraction} must be in (0, 1)")
-        if not 0 < positive_fraction < 1:
-            raise ConfigError(f"data.positive_fraction={positive_fraction} must be in (0, 1)")
         self.train_fraction, self.coupling = train_fraction, coupling
         self.positive_fraction = positive_fraction
         self.points_seed, self.split_seed = points_seed, split_seed

@@ -8,6 +8,7 @@ get random periodic shifts and flips, exact symmetries of the lattice distributi
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import lightning as L
 import torch
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from scatterlab.data.base import SeededSampler, step_generator
 from scatterlab.errors import ConfigError
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range, Seed
 from scatterlab.wsgm.phi4 import Phi4Config, generate_phi4, sample_gaussian_field
 
 FIELDS = ("phi4", "gaussian", "gaussian_hmc")
@@ -28,31 +30,41 @@ class Phi4DataModule(L.LightningDataModule):
     ``energy_params`` tells the WSGM module which energy to evaluate on samples.
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("image_size is None or image_size == size", "set data.image_size equal to data.size"),
+        ("in_channels == 1", "lattice fields have 1 channel: set data.in_channels=1"),
+        ("mass2_L is None or field != 'phi4'", "data.mass2_L is for data.field=gaussian"),
+        (
+            "batch_size <= n_train",
+            "a training batch needs that many fields: lower data.batch_size or raise data.n_train",
+        ),
+    )
+
     def __init__(
         self,
-        size: int = 32,
-        beta: float = 0.68,
-        field: str = "phi4",
-        mass2: float = 0.1,
-        mass2_L: float | None = None,
-        n_train: int = 2048,
-        n_val: int = 256,
-        n_test: int = 512,
-        n_chains: int = 256,
-        n_therm: int = 200,
-        thin: int = 5,
-        dt: float = 0.2,
-        n_leapfrog: int = 8,
+        size: Annotated[int, Range(ge=2)] = 32,
+        beta: Positive = 0.68,
+        field: Literal["phi4", "gaussian", "gaussian_hmc"] = "phi4",
+        mass2: Positive = 0.1,
+        mass2_L: Positive | None = None,
+        n_train: PositiveInt = 2048,
+        n_val: PositiveInt = 256,
+        n_test: PositiveInt = 512,
+        n_chains: PositiveInt = 256,
+        n_therm: NonNegativeInt = 200,
+        thin: PositiveInt = 5,
+        dt: Positive = 0.2,
+        n_leapfrog: PositiveInt = 8,
         fourier_accel: bool = True,
-        seed: int = 0,
+        seed: Seed = 0,
         cache_dir: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 0,
         augment: bool = True,
         sim_device: str = "cpu",
         progress: bool = True,
-        image_size: int | None = None,
-        in_channels: int = 1,
+        image_size: PositiveInt | None = None,
+        in_channels: PositiveInt = 1,
     ) -> None:
         super().__init__()
         if image_size is not None and image_size != size:
@@ -61,13 +73,9 @@ class Phi4DataModule(L.LightningDataModule):
             raise ConfigError(f"lattice fields have 1 channel, got data.in_channels={in_channels}")
         if field not in FIELDS:
             raise ConfigError(f"unknown data.field {field!r}: use one of {FIELDS}")
-        if min(n_train, n_val, n_test) < 1 or batch_size < 1:
-            raise ConfigError("data.n_train, n_val, n_test and batch_size must be positive")
         if mass2_L is not None:
             if field == "phi4":
                 raise ConfigError("data.mass2_L is for Gaussian fields: set data.field=gaussian")
-            if mass2_L <= 0:
-                raise ConfigError(f"data.mass2_L must be positive, got {mass2_L}")
             # m^2 = mass2_L (2 pi / L)^2: a correlation length proportional to L (critical-like)
             mass2 = mass2_L * (2 * math.pi / size) ** 2
         self.size, self.beta, self.field, self.mass2 = size, beta, field, mass2

@@ -10,11 +10,14 @@ periodic (as PyWPH's default ``pbc=True``), which adds a faint seam to the stati
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from scatterlab.errors import ConfigError, DataError
+from scatterlab.ranges import NonNegativeInt, PositiveInt
 
 TEXTURES = ("brick", "grass", "gravel")
 
@@ -38,15 +41,25 @@ def load_texture(name: str, downsample: int = 1) -> torch.Tensor:
 class TextureDataModule(L.LightningDataModule):
     """Tiles of one scikit-image texture: train (checkerboard white) / test (black) splits."""
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("image_size is None or image_size == size", "set data.image_size equal to data.size"),
+        ("in_channels == 1", "textures are grayscale: set data.in_channels=1"),
+        (
+            "512 // downsample // size >= 2",
+            "the tiles need 2 x 2 of them in the 512 / data.downsample texture: lower data.size "
+            "or data.downsample",
+        ),
+    )
+
     def __init__(
         self,
-        name: str = "brick",
-        size: int = 128,
-        downsample: int = 2,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        image_size: int | None = None,
-        in_channels: int = 1,
+        name: Literal["brick", "grass", "gravel"] = "brick",
+        size: PositiveInt = 128,
+        downsample: PositiveInt = 2,
+        batch_size: PositiveInt = 16,
+        num_workers: NonNegativeInt = 0,
+        image_size: PositiveInt | None = None,
+        in_channels: PositiveInt = 1,
     ) -> None:
         super().__init__()
         if name not in TEXTURES:
@@ -55,8 +68,6 @@ class TextureDataModule(L.LightningDataModule):
             raise ConfigError(f"data.image_size={image_size} differs from data.size={size}")
         if in_channels != 1:
             raise ConfigError(f"textures are grayscale (1 channel), got {in_channels}")
-        if downsample < 1 or size < 1:
-            raise ConfigError("data.downsample and data.size must be >= 1")
         side = 512 // downsample
         if side // size < 2 or (side // size) ** 2 < 2:
             raise ConfigError(
