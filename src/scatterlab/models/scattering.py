@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cache
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
 from scatterlab.models.filters import filter_bank
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range
 
 NONLINEARITIES = ("modulus", "soft_threshold", "relu", "tanh", "identity")
 
@@ -713,6 +715,12 @@ class Classifier(nn.Module):
         return self.linear(self.norm(x).flatten(1))
 
 
+# How many of the blocks before the last one subsample (block_plan), as a config expression.
+_SUBSAMPLED_BEFORE_LAST = "(min(F, len(widths) - 1) + max(0, len(widths) - 1 - F) // 2)".replace(
+    "F", "(factorize_from if factorize else len(widths))"
+)
+
+
 def block_plan(num_blocks: int, factorize: bool, factorize_from: int) -> list[tuple[str, bool]]:
     """(filter kind, subsample) per block.
 
@@ -743,28 +751,43 @@ class LearnedScattering(nn.Module):
     Input (B, in_channels, input_size, input_size); output logits (B, num_classes).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            f"input_size // 2 ** {_SUBSAMPLED_BEFORE_LAST} >= 2",
+            "the images are too small for that many blocks (each subsampling block halves "
+            "them): use fewer blocks (model.widths), a later model.factorize_from, or larger "
+            "images",
+        ),
+    )
+
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        widths: Sequence[int] = (64, 128, 256, 512, 512, 512, 512, 512),
-        width: float = 1.0,
-        L: int = 4,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 3,
+        input_size: PositiveInt = 32,
+        widths: Annotated[Sequence[PositiveInt], Range(ge=1)] = (
+            64,
+            128,
+            256,
+            512,
+            512,
+            512,
+            512,
+            512,
+        ),
+        width: Positive = 1.0,
+        L: PositiveInt = 4,
         skip: bool = True,
-        nonlinearity: str = "modulus",
+        nonlinearity: Literal["modulus", "soft_threshold", "relu", "tanh", "identity"] = "modulus",
         complex_projection: bool = True,
         factorize: bool = True,
-        factorize_from: int = 0,
+        factorize_from: NonNegativeInt = 0,
         classifier_affine: bool = True,
         classifier_bias: bool = True,
-        cpu_matmul: str = "auto",
+        cpu_matmul: Literal["auto", "float32", "bfloat16"] = "auto",
     ) -> None:
         super().__init__()
-        _check_positive("model.width", width, float)
-        _check_positive("model.L", L, int)
-        _check_positive("model.input_size", input_size, int)
-        if not widths:
+        if not widths:  # the config check refuses an empty list; this guards direct calls
             raise ConfigError("model.widths is empty: give one output width per block")
         self.widths = [max(1, round(w * width)) for w in widths]
         blocks, n, m, size = [], in_channels, 0, input_size
