@@ -1,11 +1,12 @@
-# Two entry points: `make run` (quickstart) and `make test` (lint + tests).
+# Two entry points: `make run` (quickstart) and `make test` (lint + docs site + tests).
+# `make docs` serves the documentation site at http://127.0.0.1:8000 (mkdocs.yml, docs/).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Editable install, so `configs/` at the repo root is found by the entry points.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install clean lock
+.PHONY: run test lint format install clean lock docs docs-build
 
 # requirements.lock pins every package of the tested install; `make lock` refreshes it.
 $(STAMP): pyproject.toml requirements.lock
@@ -33,7 +34,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The site with warnings as errors: a broken link, anchor or figure fails (a few seconds).
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve $(DOCS_ARGS)
+
+test: lint docs-build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: $(STAMP)

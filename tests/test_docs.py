@@ -47,3 +47,17 @@ def test_readme_starts_with_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     first_block = re.search(r"```bash\n(.*?)```", text, re.DOTALL).group(1).splitlines()
     assert first_block[0].startswith("make run") and first_block[1].startswith("make test")
+
+
+def test_readme_is_a_front_page() -> None:
+    """Short enough to read in two minutes; the details are in docs/."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    for target in re.findall(r"\]\((docs/[^)#\s]+)", text):
+        assert (ROOT / target).exists(), target
+
+
+def test_every_page_is_in_the_site_navigation() -> None:
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in (ROOT / "docs").rglob("*.md"):
+        assert page.relative_to(ROOT / "docs").as_posix() in nav, _id(page)
