@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
+
+from scatterlab.ranges import PositiveInt
 
 
 class FixedScattering(nn.Module):
@@ -11,14 +15,18 @@ class FixedScattering(nn.Module):
     Input (B, in_channels, input_size, input_size); output logits (B, num_classes).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("2**J <= input_size", "lower model.J: the images must be at least 2^J pixels wide"),
+    )
+
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        J: int = 2,
-        L: int = 8,
-        max_order: int = 2,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 3,
+        input_size: PositiveInt = 32,
+        J: PositiveInt = 2,
+        L: PositiveInt = 8,
+        max_order: Literal[1, 2] = 2,
     ) -> None:
         super().__init__()
         # Imported here: kymatio is slow to import and only this baseline needs it.

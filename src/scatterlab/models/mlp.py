@@ -8,9 +8,12 @@ named child `layers.<i>` whose output (after the non-linearity) is the represent
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
+
+from scatterlab.ranges import NonNegative, Positive, PositiveInt, Range
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,
@@ -59,19 +62,23 @@ class MLP(nn.Module):
     Input (B, in_channels, input_size, input_size), or already flat: logits (B, num_classes).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("widths is not None or depth is not None", "give model.depth (or model.widths)"),
+    )
+
     def __init__(
         self,
-        num_classes: int,
-        in_channels: int,
-        input_size: int,
-        widths: list[int] | None = None,
-        depth: int | None = None,
-        width: int = 128,
-        activation: str = "tanh",
-        sigma_w: float = 1.0,
-        sigma_b: float = 0.0,
-        init: str = "gaussian",
-        dropout: float = 0.0,
+        num_classes: PositiveInt,
+        in_channels: PositiveInt,
+        input_size: PositiveInt,
+        widths: Annotated[list[PositiveInt], Range(ge=1)] | None = None,
+        depth: PositiveInt | None = None,
+        width: PositiveInt = 128,
+        activation: Literal["tanh", "relu", "erf", "hardtanh", "linear", "sigmoid"] = "tanh",
+        sigma_w: Positive = 1.0,
+        sigma_b: NonNegative = 0.0,
+        init: Literal["gaussian", "orthogonal", "default"] = "gaussian",
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
     ) -> None:
         super().__init__()
         if widths is None:

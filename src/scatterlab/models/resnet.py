@@ -5,8 +5,12 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import resnet18
 
+from scatterlab.ranges import PositiveInt
 
-def ResNet18(num_classes: int = 10, in_channels: int = 3, cifar_stem: bool = True) -> nn.Module:
+
+def ResNet18(
+    num_classes: PositiveInt = 10, in_channels: PositiveInt = 3, cifar_stem: bool = True
+) -> nn.Module:
     """ResNet-18; with `cifar_stem` the 7x7/2 conv and max-pool become a 3x3/1 conv (CIFAR)."""
     net = resnet18(weights=None, num_classes=num_classes)
     if cifar_stem:
