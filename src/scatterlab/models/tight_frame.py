@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
-from scatterlab.models.scattering import Normalization, Wavelet, _check_positive
+from scatterlab.models.scattering import Normalization, Wavelet
+from scatterlab.ranges import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
 FRAME_NONLINEARITIES = ("soft_threshold", "relu", "identity")
 
@@ -205,33 +207,39 @@ class TightFrameScattering(nn.Module):
     Input (B, in_channels, input_size, input_size); output logits (B, num_classes).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "len(widths) == len(frame_widths)",
+            "give model.widths and model.frame_widths one entry per block each",
+        ),
+        (
+            "input_size >= 2 ** len(widths)",
+            "each block halves the images: use fewer blocks (model.widths) or larger images",
+        ),
+    )
+
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        frame_widths: Sequence[int] = (1024, 2048, 4096, 8192),
-        width: float = 1.0,
-        L: int = 8,
-        frame_nonlinearity: str = "soft_threshold",
-        frame_threshold: float | None = None,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 3,
+        input_size: PositiveInt = 32,
+        widths: Annotated[Sequence[PositiveInt], Range(ge=1)] = (64, 128, 256, 512),
+        frame_widths: Sequence[NonNegativeInt] = (1024, 2048, 4096, 8192),
+        width: Positive = 1.0,
+        L: PositiveInt = 8,
+        frame_nonlinearity: Literal["soft_threshold", "relu", "identity"] = "soft_threshold",
+        frame_threshold: NonNegative | None = None,
         learn_threshold: bool = True,
         normalize_atoms: bool = True,
-        parseval_beta: float = 5e-4,
+        parseval_beta: NonNegative = 5e-4,
         parseval_projection: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive("model.width", width, float)
-        _check_positive("model.L", L, int)
-        _check_positive("model.input_size", input_size, int)
         if not widths or len(widths) != len(frame_widths):
             raise ConfigError(
                 f"model.widths ({len(widths)}) and model.frame_widths ({len(frame_widths)}) "
                 "need one entry per block each"
             )
-        if parseval_beta < 0:
-            raise ConfigError(f"model.parseval_beta must be >= 0, got {parseval_beta}")
         self.parseval_beta, self.parseval_projection = parseval_beta, parseval_projection
         self.widths = [max(1, round(w * width)) for w in widths]
         self.frame_widths = [max(1, round(w * width)) if w else 0 for w in frame_widths]
