@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from scatterlab.errors import ConfigError
 from scatterlab.models.mlp import MLP
 from scatterlab.models.scattering import Normalization, _check_positive
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range
 
 
 def soft_threshold(z: Tensor, t: Tensor | float, positive: bool = True) -> Tensor:
@@ -204,34 +206,45 @@ class SparseScattering(nn.Module):
     Input (B, in_channels, input_size, input_size); output logits (B, num_classes).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("2**J <= input_size", "lower model.J: the images must be at least 2^J pixels wide"),
+        (
+            "pool <= input_size // 2**J",
+            "lower model.pool: it exceeds the input_size / 2^J scattering maps",
+        ),
+        ("proj_kernel_size % 2 == 1", "give model.proj_kernel_size an odd size (1, 3, 5, ...)"),
+        (
+            "proj_kernel_size // 2 < input_size // 2**J",
+            "lower model.proj_kernel_size: its reflect padding must be smaller than the "
+            "input_size / 2^J scattering maps",
+        ),
+        ("lambda_star_min <= lambda_star", "lower model.lambda_star_min to model.lambda_star"),
+    )
+
     def __init__(
         self,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        input_size: int = 224,
-        J: int = 4,
-        L: int = 8,
-        proj_width: int = 256,
-        proj_kernel_size: int = 3,
-        atoms: int = 2048,
-        n_iterations: int = 12,
-        lambda_star: float = 0.05,
-        lambda_star_min: float = 0.05,
+        num_classes: PositiveInt = 1000,
+        in_channels: PositiveInt = 3,
+        input_size: PositiveInt = 224,
+        J: PositiveInt = 4,
+        L: PositiveInt = 8,
+        proj_width: PositiveInt = 256,
+        proj_kernel_size: PositiveInt = 3,
+        atoms: PositiveInt = 2048,
+        n_iterations: PositiveInt = 12,
+        lambda_star: Positive = 0.05,
+        lambda_star_min: Positive = 0.05,
         learn_lambda: bool = True,
-        step: float = 1.0,
+        step: Positive = 1.0,
         positive: bool = True,
-        output: str = "code",
-        pool: int = 5,
-        pool_stride: int = 1,
-        hidden: Sequence[int] = (4096, 4096),
-        dropout: float = 0.3,
-        width: float = 1.0,
+        output: Literal["code", "reconstruction"] = "code",
+        pool: NonNegativeInt = 5,
+        pool_stride: PositiveInt = 1,
+        hidden: Annotated[Sequence[PositiveInt], Range(ge=1)] = (4096, 4096),
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.3,
+        width: Positive = 1.0,
     ) -> None:
         super().__init__()
-        _check_positive("model.J", J, int)
-        _check_positive("model.L", L, int)
-        _check_positive("model.width", width, float)
-        _check_positive("model.proj_width", proj_width, int)
         # the multiplier of reduced runs, as in the other scattering models
         proj_width, atoms = max(1, round(proj_width * width)), max(1, round(atoms * width))
         hidden = [max(1, round(h * width)) for h in hidden]
