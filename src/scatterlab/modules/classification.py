@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from scatterlab.models import count_parameters
+from scatterlab.ranges import Range
 
 STAGES = ("train", "val", "test")
 
@@ -24,12 +26,16 @@ class ClassificationModule(L.LightningModule):
     and top-1 accuracy (top-5 with `top5`), and val/acc_best.
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("not top5 or num_classes >= 5", "top-5 accuracy needs 5 classes: set module.top5=false"),
+    )
+
     def __init__(
         self,
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        num_classes: int = 10,
+        num_classes: Annotated[int, Range(ge=2)] = 10,
         top5: bool = False,
         channels_last: bool = False,
         compile: bool = False,

@@ -20,7 +20,7 @@ import copy
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from omegaconf import OmegaConf
@@ -31,6 +31,7 @@ from scatterlab.errors import CheckpointError, ConfigError
 from scatterlab.modules.classification import ClassificationModule
 from scatterlab.rainbow import network as rn
 from scatterlab.rainbow.weights import gaussianity, spectrum
+from scatterlab.ranges import NonNegative, NonNegativeInt, PositiveInt, Range, Seed
 from scatterlab.utils import load_checkpoint, stored_config
 
 log = logging.getLogger("scatterlab")
@@ -98,28 +99,33 @@ class RainbowModule(ClassificationModule):
       those test images (0: skip).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ClassificationModule.CONFIG_CHECKS,
+        ("cka_images != 1", "CKA needs 2 images or more: set module.cka_images=0 (skip) or >= 2"),
+    )
+
     def __init__(
         self,
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
-        num_classes: int = 10,
+        num_classes: Annotated[int, Range(ge=2)] = 10,
         source_ckpts: Sequence[str] | None = None,
         layers: Any = "all_but_last",
-        method: str = "gaussian",
-        num_samples: int = 1,
-        stats_samples: int | None = None,
-        test_samples: int | None = None,
-        retrain_epochs: int = 5,
-        retrain_lr: float = 0.01,
-        clip_layer: int | None = None,
-        clip_ks: Sequence[int] = (1, 5, 10, 20, 40),
+        method: Literal["gaussian", "transport"] = "gaussian",
+        num_samples: PositiveInt = 1,
+        stats_samples: PositiveInt | None = None,
+        test_samples: PositiveInt | None = None,
+        retrain_epochs: NonNegativeInt = 5,
+        retrain_lr: NonNegative = 0.01,
+        clip_layer: NonNegativeInt | None = None,
+        clip_ks: Sequence[PositiveInt] = (1, 5, 10, 20, 40),
         rotation_control: bool = True,
-        rainbow_seed: int = 0,
+        rainbow_seed: Seed = 0,
         output_dir: str | None = None,
         rainbow: bool = True,
         reference_ckpt: str | None = None,
-        cka_images: int = 256,
+        cka_images: NonNegativeInt = 256,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, **kwargs)
@@ -132,8 +138,6 @@ class RainbowModule(ClassificationModule):
         self.net = rn.check_network(net)
         if method not in ("gaussian", "transport"):
             raise ConfigError(f"module.method={method!r} is unknown: use gaussian or transport")
-        if num_samples < 1:
-            raise ConfigError("module.num_samples must be >= 1")
         self.layers = rn.parse_layers(
             self.net, OmegaConf.to_object(layers) if OmegaConf.is_config(layers) else layers
         )
