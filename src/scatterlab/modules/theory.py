@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -28,11 +28,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from scatterlab.data.base import device_batches
 from scatterlab.errors import ConfigError
 from scatterlab.modules.classification import ClassificationModule
+from scatterlab.ranges import NonNegative, Positive, PositiveInt, Range
 from scatterlab.theory import MeanField, jacobian_spectrum, plots, propagate_circle, propagate_pair
 from scatterlab.theory.activations import check_depth, get_phi
 from scatterlab.theory.jacobian import spectrum_theory
 
 log = logging.getLogger("scatterlab")
+
+Phi = Literal["tanh", "erf", "relu", "hardtanh", "linear", "modulus"]  # theory.activations.PHIS
+Device = Literal["auto", "cpu", "cuda"]
 
 
 def _plain(x: Any) -> Any:
@@ -70,7 +74,7 @@ class TheoryModule(L.LightningModule):
     device: auto | cpu | cuda, for the simulations.
     """
 
-    def __init__(self, name: str, output_dir: str | None = None, device: str = "auto") -> None:
+    def __init__(self, name: str, output_dir: str | None = None, device: Device = "auto") -> None:
         super().__init__()
         self.name, self.output_dir = name, output_dir
         self.sim_device = _device(device)
@@ -119,19 +123,17 @@ class PhaseDiagramModule(TheoryModule):
 
     def __init__(
         self,
-        phi: str = "tanh",
-        sw2: Sequence[float] = (0.5, 4.0),
-        sb2: Sequence[float] = (0.0, 0.25),
-        grid: Sequence[int] = (100, 100),
-        report_sb2: Sequence[float] = (0.01, 0.05, 0.1, 0.25),
+        phi: Phi = "tanh",
+        sw2: Annotated[Sequence[Positive], Range(ge=2, le=2)] = (0.5, 4.0),
+        sb2: Annotated[Sequence[NonNegative], Range(ge=2, le=2)] = (0.0, 0.25),
+        grid: Annotated[Sequence[Annotated[int, Range(ge=2)]], Range(ge=2, le=2)] = (100, 100),
+        report_sb2: Sequence[NonNegative] = (0.01, 0.05, 0.1, 0.25),
         name: str = "meanfield_phase_diagram",
         output_dir: str | None = None,
-        device: str = "auto",
+        device: Device = "auto",
     ) -> None:
         super().__init__(name, output_dir, device)
         self.mf = MeanField(phi)
-        if len(sw2) != 2 or len(sb2) != 2 or len(grid) != 2 or min(grid) < 2:
-            raise ConfigError("module.sw2 and module.sb2 are [min, max]; module.grid is [n, m]")
         self.sw2_range, self.sb2_range = tuple(map(float, sw2)), tuple(map(float, sb2))
         self.grid, self.report_sb2 = tuple(map(int, grid)), [float(b) for b in report_sb2]
 
@@ -169,23 +171,31 @@ class MeanFieldSimulationModule(TheoryModule):
     n_angles, pca_layers: the circle (Poole et al. Fig. 3 and 4).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "phi in ('tanh', 'erf', 'linear')",
+            "the circle's curvature needs a twice differentiable real phi: use module.phi=tanh, "
+            "erf or linear",
+        ),
+    )
+
     def __init__(
         self,
-        phi: str = "tanh",
-        sb2: float = 0.09,
-        phases: dict[str, float | None] | None = None,
-        widths: Sequence[int] = (100, 300, 1000, 2000),
-        seeds: int = 4,
-        depth: int = 10,
-        q1: float = 1.0,
-        c1: float = 0.5,
-        circle_width: int = 1000,
-        circle_depth: int = 15,
-        n_angles: int = 256,
-        pca_layers: Sequence[int] = (1, 5, 10, 15),
+        phi: Phi = "tanh",
+        sb2: NonNegative = 0.09,
+        phases: dict[str, Positive | None] | None = None,
+        widths: Annotated[Sequence[PositiveInt], Range(ge=2)] = (100, 300, 1000, 2000),
+        seeds: PositiveInt = 4,
+        depth: Annotated[int, Range(ge=2)] = 10,
+        q1: Positive = 1.0,
+        c1: Annotated[float, Range(ge=-1, le=1)] = 0.5,
+        circle_width: PositiveInt = 1000,
+        circle_depth: PositiveInt = 15,
+        n_angles: Annotated[int, Range(ge=3)] = 256,
+        pca_layers: Sequence[PositiveInt] = (1, 5, 10, 15),
         name: str = "meanfield_vs_simulation",
         output_dir: str | None = None,
-        device: str = "auto",
+        device: Device = "auto",
     ) -> None:
         super().__init__(name, output_dir, device)
         self.mf = MeanField(phi)
@@ -305,15 +315,19 @@ class JacobianSpectrumModule(TheoryModule):
 
     def __init__(
         self,
-        phis: Sequence[str] = ("linear", "relu", "tanh"),
-        weights: Sequence[str] = ("gaussian", "orthogonal"),
-        depths: Sequence[int] = (2, 8, 32, 128),
-        width: int = 400,
-        seeds: int = 2,
-        q_star: float = 1 / 64,
+        phis: Sequence[Literal["tanh", "erf", "relu", "hardtanh", "linear"]] = (
+            "linear",
+            "relu",
+            "tanh",
+        ),
+        weights: Sequence[Literal["gaussian", "orthogonal"]] = ("gaussian", "orthogonal"),
+        depths: Sequence[PositiveInt] = (2, 8, 32, 128),
+        width: PositiveInt = 400,
+        seeds: PositiveInt = 2,
+        q_star: Positive = 1 / 64,
         name: str = "jacobian_spectrum",
         output_dir: str | None = None,
-        device: str = "auto",
+        device: Device = "auto",
     ) -> None:
         super().__init__(name, output_dir, device)
         self.phis = [get_phi(p).name for p in phis]
@@ -385,7 +399,7 @@ class TrainabilityModule(ClassificationModule):
         net: torch.nn.Module,
         optimizer: Any,
         scheduler: Any = None,
-        num_classes: int = 10,
+        num_classes: Annotated[int, Range(ge=2)] = 10,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, optimizer, scheduler, num_classes, **kwargs)
