@@ -24,13 +24,14 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from scatterlab.errors import ConfigError
+from scatterlab.ranges import NonNegative, NonNegativeInt, PositiveInt, Seed
 from scatterlab.wph.operator import WPHOp, require_square
 from scatterlab.wph.synthesis import MATCH, gaussian_baseline, synthesize
 from scatterlab.wsgm.metrics import (
@@ -52,21 +53,28 @@ def _images(batch: Any) -> Tensor:
 class WPHModule(L.LightningModule):
     """Synthesises at test time with ``net`` (a ``WPHOp``, ``net: ${model}``); see module doc."""
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "(method == 'file') == (samples_path is not None)",
+            "module.samples_path (a samples.pt) goes with module.method=file, and only with it",
+        ),
+    )
+
     def __init__(
         self,
         net: WPHOp,
-        method: str = "wph",
-        n_samples: int = 16,
-        n_target: int = 64,
-        match: str = "each",
-        steps: int = 100,
-        tol: float = 1e-6,
-        history_size: int = 20,
-        synthesis_batch: int = 16,
-        sample_seed: int = 0,
-        n_reference: int = 1024,
+        method: Literal["wph", "gaussian", "data", "file"] = "wph",
+        n_samples: PositiveInt = 16,
+        n_target: PositiveInt = 64,
+        match: Literal["mean", "each"] = "each",
+        steps: PositiveInt = 100,
+        tol: NonNegative = 1e-6,
+        history_size: PositiveInt = 20,
+        synthesis_batch: PositiveInt = 16,
+        sample_seed: Seed = 0,
+        n_reference: PositiveInt = 1024,
         output_dir: str | None = None,
-        num_threads: int | None = None,
+        num_threads: NonNegativeInt | None = None,
         progress: bool = True,
         samples_path: str | None = None,
     ) -> None:
@@ -78,10 +86,6 @@ class WPHModule(L.LightningModule):
         if (method == "file") != (samples_path is not None):
             raise ConfigError(
                 "module.samples_path (a samples.pt) goes with module.method=file, and only with it"
-            )
-        if min(n_samples, n_target, steps, synthesis_batch, n_reference) < 1:
-            raise ConfigError(
-                "module.n_samples, n_target, steps, synthesis_batch and n_reference must be >= 1"
             )
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
