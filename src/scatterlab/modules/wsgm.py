@@ -19,13 +19,14 @@ import copy
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from scatterlab.errors import ConfigError
+from scatterlab.ranges import Fraction, NonNegativeInt, PositiveInt, Range, Seed
 from scatterlab.wsgm.diffusion import GRIDS, ScoreModel, ema_decay_at, ema_update
 from scatterlab.wsgm.metrics import (
     histogram_distance,
@@ -50,28 +51,24 @@ class WSGMModule(L.LightningModule):
         net: ScoreModel,
         optimizer: Any,
         scheduler: Any = None,
-        ema_decay: float = 0.999,
-        stats_samples: int = 2048,
-        n_samples: int = 256,
-        sample_steps: int = 64,
-        grid: str = "uniform",
-        sample_batch: int = 256,
-        sample_seed: int = 0,
-        n_reference: int = 2048,
+        ema_decay: Fraction = 0.999,
+        stats_samples: PositiveInt = 2048,
+        n_samples: PositiveInt = 256,
+        sample_steps: PositiveInt = 64,
+        grid: Literal["uniform", "quadratic"] = "uniform",
+        sample_batch: PositiveInt = 256,
+        sample_seed: Seed = 0,
+        n_reference: PositiveInt = 2048,
         fid: bool = True,
         output_dir: str | None = None,
-        num_threads: int | None = None,
-        pixels_per_scale: int | None = None,
-        eval_steps: list[int] | None = None,
-        eval_pixels: int | None = None,
+        num_threads: NonNegativeInt | None = None,
+        pixels_per_scale: PositiveInt | None = None,
+        eval_steps: Annotated[list[PositiveInt], Range(ge=1)] | None = None,
+        eval_pixels: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         if grid not in GRIDS:
             raise ConfigError(f"unknown module.grid {grid!r}: use one of {GRIDS}")
-        if pixels_per_scale is not None and pixels_per_scale < 1:
-            raise ConfigError(f"module.pixels_per_scale must be >= 1, got {pixels_per_scale}")
-        if n_samples < 1 or sample_steps < 1 or sample_batch < 1:
-            raise ConfigError("module.n_samples, sample_steps and sample_batch must be >= 1")
         if eval_steps is not None and (
             not list(eval_steps) or any(int(k) != k or k < 1 for k in eval_steps)
         ):
@@ -79,8 +76,6 @@ class WSGMModule(L.LightningModule):
                 f"module.eval_steps must be a list of step counts >= 1 (e.g. [2,4,8]), got "
                 f"{list(eval_steps)}"
             )
-        if eval_pixels is not None and eval_pixels < 1:
-            raise ConfigError(f"module.eval_pixels must be >= 1, got {eval_pixels}")
         if eval_steps is not None:  # a plain list: an OmegaConf ListConfig in the hparams
             eval_steps = [int(k) for k in eval_steps]  # fails torch.load(weights_only=True)
         # Partial optimizers are not checkpoint-safe (weights_only loading): keep them aside.
