@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
+from scatterlab.ranges import Positive, PositiveInt, Range
 from scatterlab.wsgm._errors import ConfigError
 from scatterlab.wsgm.dwt import DWT2d, check_size
 from scatterlab.wsgm.nets import ScoreUNet
@@ -181,6 +183,13 @@ class _Standardizer(nn.Module):
         return x * self.std + self.mean
 
 
+_COARSEST_OK = (
+    "coarsest is None or (coarsest < size and size % coarsest == 0 "
+    "and (size // coarsest) & (size // coarsest - 1) == 0)",
+    "give model.coarsest a size / 2^J below model.size (e.g. 8 for sizes 16..128)",
+)
+
+
 def _levels_to(size: int, coarsest: int) -> int:
     """log2(size / coarsest), or ConfigError when that is not a whole number >= 1."""
     if coarsest < 1 or size % coarsest or (size // coarsest) & (size // coarsest - 1):
@@ -245,17 +254,27 @@ class SGM(ScoreModel):
     bottleneck is coarsest x coarsest at every size (WSGM's coarsest scale).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        _COARSEST_OK,
+        (
+            "coarsest is not None or size % 2 ** (len((net or {}).get('channel_mult', (1, 2))) - 1)"
+            " == 0",
+            "the U-Net halves the field len(model.net.channel_mult) - 1 times: give a model.size "
+            "divisible by that power of 2, or shorten model.net.channel_mult",
+        ),
+    )
+
     def __init__(
         self,
-        size: int = 32,
-        channels: int = 1,
+        size: PositiveInt = 32,
+        channels: PositiveInt = 1,
         net: dict | None = None,
-        T: float = 5.0,
-        train_schedule: str = "quadratic",
-        variance: str = "large",
+        T: Positive = 5.0,
+        train_schedule: Literal["uniform", "quadratic"] = "quadratic",
+        variance: Literal["large", "small"] = "large",
         eps_skip: bool = True,
-        clip: float | None = None,
-        coarsest: int | None = None,
+        clip: Positive | None = None,
+        coarsest: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         net = dict(net or {})
@@ -344,6 +363,8 @@ class PixelDetailNet(nn.Module):
 
 
 DETAIL_NETS = ("wavelet", "pixel")
+# side of the coarsest scale (as a config expression)
+_COARSE_SIZE = "(coarsest if coarsest is not None else size >> levels)"
 
 
 class WSGM(ScoreModel):
@@ -360,20 +381,39 @@ class WSGM(ScoreModel):
     "pixel" (``PixelDetailNet``: the same U-Net family on the finer pixel field).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        _COARSEST_OK,
+        (
+            "coarsest is not None or size % 2**levels == 0",
+            "model.size must be divisible by 2^J (J = model.levels): lower model.levels",
+        ),
+        (
+            f"{_COARSE_SIZE} % 2 ** (len((net or {{}}).get('channel_mult', (1, 2))) - 1) == 0",
+            "the U-Nets halve each scale len(model.net.channel_mult) - 1 times: lower J "
+            "(model.levels) or shorten model.net.channel_mult",
+        ),
+        (
+            f"{_COARSE_SIZE} % 2 ** (len((coarse_net or net or {{}}).get('channel_mult', (1, 2)))"
+            " - 1) == 0",
+            "the coarsest U-Net halves its scale len(model.coarse_net.channel_mult) - 1 times: "
+            "lower J (model.levels) or shorten model.coarse_net.channel_mult",
+        ),
+    )
+
     def __init__(
         self,
-        size: int = 32,
-        channels: int = 1,
-        levels: int = 2,
+        size: Annotated[int, Range(ge=2)] = 32,
+        channels: PositiveInt = 1,
+        levels: PositiveInt = 2,
         wavelet: str = "haar",
         net: dict | None = None,
         coarse_net: dict | None = None,
-        T: float = 5.0,
-        train_schedule: str = "quadratic",
-        variance: str = "large",
+        T: Positive = 5.0,
+        train_schedule: Literal["uniform", "quadratic"] = "quadratic",
+        variance: Literal["large", "small"] = "large",
         eps_skip: bool = True,
-        coarsest: int | None = None,
-        detail_net: str = "wavelet",
+        coarsest: PositiveInt | None = None,
+        detail_net: Literal["wavelet", "pixel"] = "wavelet",
     ) -> None:
         super().__init__()
         if detail_net not in DETAIL_NETS:
