@@ -17,10 +17,12 @@ For a field with power spectrum P(k) (E|fft2(x)(k)|^2 / L^2, a (L, L) tensor):
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
+from scatterlab.ranges import Positive, PositiveInt, Range
 from scatterlab.wsgm._errors import ConfigError
 from scatterlab.wsgm.diffusion import SGM, WSGM, ScoreModel, _levels_to
 from scatterlab.wsgm.dwt import DWT2d
@@ -139,15 +141,15 @@ def oracle_wsgm(
 
 
 def gaussian_oracle(
-    kind: str,
-    size: int,
-    beta: float = 0.68,
-    mass2: float = 0.1,
-    mass2_L: float | None = None,
-    coarsest: int = 8,
+    kind: Literal["wsgm", "sgm"],
+    size: Annotated[int, Range(ge=2)],
+    beta: Positive = 0.68,
+    mass2: Positive = 0.1,
+    mass2_L: Positive | None = None,
+    coarsest: PositiveInt = 8,
     wavelet: str = "haar",
-    T: float = 5.0,
-    variance: str = "large",
+    T: Positive = 5.0,
+    variance: Literal["large", "small"] = "large",
 ) -> ScoreModel:
     """``oracle_wsgm`` (kind "wsgm", J = log2(size / coarsest)) or ``oracle_sgm`` (kind "sgm")
     for the mass-term Gaussian field P(k) = 1 / (beta lambda(k) + 2 mass2) on a size^2 lattice:
@@ -161,3 +163,12 @@ def gaussian_oracle(
     if kind == "sgm":
         return oracle_sgm(spec, T, variance)
     raise ConfigError(f"unknown model.kind {kind!r}: use 'wsgm' or 'sgm'")
+
+
+gaussian_oracle.CONFIG_CHECKS = (  # type: ignore[attr-defined]
+    (
+        "kind == 'sgm' or (coarsest < size and size % coarsest == 0 "
+        "and (size // coarsest) & (size // coarsest - 1) == 0)",
+        "give model.coarsest a size / 2^J below model.size (e.g. 8 for sizes 16..128)",
+    ),
+)
