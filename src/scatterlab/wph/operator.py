@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
+from scatterlab.ranges import NonNegativeInt, PositiveInt, Range
 from scatterlab.wph.filters import bump_steerable_hat, gaussian_lowpass_hat
 
 CLASSES = ("M", "S11", "S00", "S01", "C01", "Cphase", "L")
@@ -117,23 +119,29 @@ class WPHOp(nn.Module):
     k2, n, a (t = -1 and j = low-pass scale for the low-pass moments; j = -9 for mean x).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "J is None or 2**J <= (size if size.__class__ is int else min(size))",
+            "lower model.J: the fields (model.size) must be at least 2^J pixels wide",
+        ),
+    )
+
     def __init__(
         self,
-        size: int | Sequence[int],
-        J: int | None,
-        L: int = 4,
-        dn: int = 0,
-        A: int = 4,
-        lowpass_j: Sequence[int] | None = None,
-        classes: Sequence[str] = CLASSES,
+        size: Annotated[int, Range(ge=2)]
+        | Annotated[Sequence[Annotated[int, Range(ge=2)]], Range(ge=2, le=2)],
+        J: PositiveInt | None,
+        L: PositiveInt = 4,
+        dn: NonNegativeInt = 0,
+        A: PositiveInt = 4,
+        lowpass_j: Sequence[Annotated[int, Range(ge=-1)]] | None = None,
+        classes: Sequence[Literal["M", "S11", "S00", "S01", "C01", "Cphase", "L"]] = CLASSES,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         m, n = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if J is None:  # largest wavelet scale 2^(J-1) a quarter of the field
             J = max(1, int(math.log2(min(m, n))) - 1)
-        if J < 1 or L < 1 or dn < 0 or A < 1:
-            raise ConfigError(f"WPH needs J >= 1, L >= 1, dn >= 0, A >= 1; got {J}, {L}, {dn}, {A}")
         if min(m, n) < 2**J:
             raise ConfigError(
                 f"fields of {m}x{n} pixels are smaller than 2^J = {2**J}: lower J to at most "
