@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
@@ -23,6 +23,7 @@ from scatterlab.analysis.hooks import default_layers, resolve
 from scatterlab.analysis.plots import plot_all
 from scatterlab.analysis.runner import MEASURES, analyze, check_labels, flat_scalars
 from scatterlab.errors import ConfigError
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range, Real, Seed
 
 
 class AnalysisCallback(Callback):
@@ -39,27 +40,40 @@ class AnalysisCallback(Callback):
     max_dim: wider layers are count-sketched to this many dimensions (memory O(max_dim^2)).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "mi_bins is not None or mi_bin_size is not None",
+            "the binning needs callbacks.analysis.mi_bins or callbacks.analysis.mi_bin_size",
+        ),
+        (
+            "mi_range is None or mi_range[0] < mi_range[1]",
+            "give callbacks.analysis.mi_range as [min, max] with min < max (null: each layer's "
+            "own range)",
+        ),
+    )
+
     def __init__(
         self,
         output_dir: str | None = None,
         layers: list[str] | None = None,
-        measures: list[str] | None = None,
-        every_n_epochs: int = 5,
-        log_points: int | None = None,
+        measures: list[Literal["separation", "probe", "collapse", "cka", "information"]]
+        | None = None,
+        every_n_epochs: PositiveInt = 5,
+        log_points: NonNegativeInt | None = None,
         at_start: bool = True,
-        images: int = 256,
+        images: PositiveInt = 256,
         fit_split: str = "train",
         eval_split: str = "val",
-        keep: int = 128,
-        max_dim: int = 256,
-        ridge: float = 1e-3,
-        mi_bins: int | None = 30,
-        mi_range: list[float] | None = None,
-        mi_bin_size: float | None = None,
-        kde_noise_variance: float = 0.1,
-        kde_images: int | None = None,
+        keep: NonNegativeInt = 128,
+        max_dim: PositiveInt = 256,
+        ridge: Positive = 1e-3,
+        mi_bins: PositiveInt | None = 30,
+        mi_range: Annotated[list[Real], Range(ge=2, le=2)] | None = None,
+        mi_bin_size: Positive | None = None,
+        kde_noise_variance: Positive = 0.1,
+        kde_images: PositiveInt | None = None,
         plots: bool = True,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> None:
         super().__init__()
         measures = list(MEASURES if measures is None else measures)
@@ -68,10 +82,6 @@ class AnalysisCallback(Callback):
             raise ConfigError(
                 f"callbacks.analysis.measures: unknown {sorted(unknown)}; choose from "
                 f"{', '.join(MEASURES)}"
-            )
-        if every_n_epochs < 1 or images < 1 or keep < 0 or max_dim < 1:
-            raise ConfigError(
-                "callbacks.analysis: every_n_epochs, images and max_dim must be >= 1, keep >= 0"
             )
         # None: the trainer's default_root_dir, known at fit start
         self.output_dir = Path(output_dir) if output_dir else None
