@@ -6,18 +6,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
+from scatterlab.ranges import NonNegative, Positive
 from scatterlab.theory.meanfield import MeanField
 
 
 def trainable_depth(
     sigma_w: np.ndarray | float,
-    sigma_b2: float,
-    activation: str = "tanh",
-    factor: float = 6.0,
-    max_depth: float | None = None,
+    sigma_b2: NonNegative,
+    activation: Literal["tanh", "erf", "relu", "hardtanh", "linear", "modulus"] = "tanh",
+    factor: Positive = 6.0,
+    max_depth: Positive | None = None,
 ) -> np.ndarray:
     """factor * xi_c at each weight STANDARD DEVIATION sigma_w (model.sigma_w; the theory's
     sigma_w^2 is its square) and bias variance sigma_b2.
