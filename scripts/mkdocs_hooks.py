@@ -59,7 +59,10 @@ def _repo_path(base: str, target: str) -> str | None:
 
 
 def _site_path(repo_path: str) -> str:
-    """Where a repository file lives in the site: docs/X at X, any other file at its path."""
+    """Where a repository file lives in the site: docs/X at X, README.md at the home page,
+    any other file at its path."""
+    if repo_path == "README.md":
+        return HOME
     return repo_path[len("docs/") :] if repo_path.startswith("docs/") else repo_path
 
 

@@ -61,3 +61,24 @@ def test_every_page_is_in_the_site_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in (ROOT / "docs").rglob("*.md"):
         assert page.relative_to(ROOT / "docs").as_posix() in nav, _id(page)
+
+
+def test_site_links_to_results_and_pages() -> None:
+    """The hook (scripts/mkdocs_hooks.py) maps repository paths to site paths."""
+    from mkdocs_hooks import _rewrite
+
+    # from docs/PAGE.md, as on GitHub
+    assert _rewrite("![f](../results/a.png)", "docs", "") == "![f](results/a.png)"
+    assert _rewrite("[w](wsgm.md#running)", "docs", "") == "[w](wsgm.md#running)"
+    assert _rewrite("[h](../README.md#citing)", "docs", "") == "[h](index.md#citing)"
+    # from docs/api/PAGE.md
+    assert _rewrite("![f](../../results/a.png)", "docs/api", "api") == "![f](../results/a.png)"
+    # from README.md (the home page)
+    assert _rewrite("[s](docs/studies.md) ![f](results/a.png)", "", "") == (
+        "[s](studies.md) ![f](results/a.png)"
+    )
+    # inside an included results file: relative to results/
+    assert _rewrite("![f](a.png)", "results", "") == "![f](results/a.png)"
+    # code blocks and external links are left alone
+    text = "```\n[x](../results/a.png)\n```\n[e](https://example.org/a.png)"
+    assert _rewrite(text, "docs", "") == text
