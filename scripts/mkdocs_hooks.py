@@ -14,6 +14,8 @@
   reference" section of the navigation, so a new package is documented without editing
   mkdocs.yml; a hand-written `docs/api/PACKAGE.md` replaces the generated page. The marker
   `<!-- api packages -->` in a page becomes a table of them with their docstrings' first lines.
+- A list that starts right under a paragraph line (GitHub renders it as a list, Python-Markdown
+  as part of the paragraph) gets a blank line before it.
 - Inside `<!-- include: results/NAME.md -->` blocks (filled by scripts/sync_docs.py) the
   links are relative to the included file, as they are in results/, and its headings are
   shown as bold lines, so that they do not enter the page's table of contents.
@@ -184,6 +186,29 @@ def _rewrite(text: str, base: str, page_dir: str) -> str:
     return "".join(out)
 
 
+ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s")
+
+
+def _loosen_lists(text: str) -> str:
+    """Insert a blank line between a paragraph line and a list item that follows it."""
+    out, fence, prev = [], False, ""
+    for line in text.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        elif (
+            not fence
+            and ITEM.match(line)
+            and not line.startswith(" ")
+            and prev.strip()
+            and not prev.startswith((" ", "#", "|", "<", "```", "~~~"))
+            and not ITEM.match(prev)
+        ):
+            out.append("")
+        out.append(line)
+        prev = line
+    return "\n".join(out)
+
+
 def _demote(text: str) -> str:
     out, last = [], 0
     for fence in FENCE.finditer(text):
@@ -212,4 +237,4 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         out.append(include(match))
         last = match.end()
     out.append(_rewrite(markdown[last:], base, page_dir))
-    return "".join(out)
+    return _loosen_lists("".join(out))

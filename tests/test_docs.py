@@ -82,3 +82,12 @@ def test_site_links_to_results_and_pages() -> None:
     # code blocks and external links are left alone
     text = "```\n[x](../results/a.png)\n```\n[e](https://example.org/a.png)"
     assert _rewrite(text, "docs", "") == text
+
+
+def test_site_lists_under_a_paragraph() -> None:
+    """A list right under a paragraph line is a list in the site too, as on GitHub."""
+    from mkdocs_hooks import _loosen_lists
+
+    assert _loosen_lists("Settings:\n- a\n- b") == "Settings:\n\n- a\n- b"
+    for text in ("# H\n- a", "- a\n- b", "```\nx\n- a\n```", "text\n\n- a", "- a\n  b\n- c"):
+        assert _loosen_lists(text) == text
