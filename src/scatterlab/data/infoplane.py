@@ -67,6 +67,11 @@ class InfoPlaneDataModule(ImageDataModule):
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         *ImageDataModule.CONFIG_CHECKS,
         (
+            "image_size == 1 and in_channels == 12 and num_classes == 2",
+            "the task has 12 binary inputs (12 channels of 1 pixel) and 2 classes: set "
+            "data.image_size=1, data.in_channels=12, data.num_classes=2",
+        ),
+        (
             "train_fraction * 4096 >= 1 and (1 - train_fraction) * 4096 >= 1",
             "data.train_fraction leaves no training or no held-out pattern of the 4096",
         ),
