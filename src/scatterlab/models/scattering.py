@@ -787,7 +787,11 @@ class LearnedScattering(nn.Module):
         cpu_matmul: Literal["auto", "float32", "bfloat16"] = "auto",
     ) -> None:
         super().__init__()
-        if not widths:  # the config check refuses an empty list; this guards direct calls
+        # the config check refuses these first; this guards direct calls
+        _check_positive("model.width", width, float)
+        _check_positive("model.L", L, int)
+        _check_positive("model.input_size", input_size, int)
+        if not widths:
             raise ConfigError("model.widths is empty: give one output width per block")
         self.widths = [max(1, round(w * width)) for w in widths]
         blocks, n, m, size = [], in_channels, 0, input_size
