@@ -55,8 +55,9 @@ class WPHModule(L.LightningModule):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         (
-            "(method == 'file') == (samples_path is not None)",
-            "module.samples_path (a samples.pt) goes with module.method=file, and only with it",
+            "method == 'file' or samples_path is None",
+            "module.samples_path (a samples.pt) goes with module.method=file only: set "
+            "module.samples_path=null",
         ),
     )
 
