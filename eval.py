@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: `python eval.py ckpt_path=PATH` (see README)."""
 
-from scatterlab.eval import main
+from scatterlab.cli import evaluate
 
 if __name__ == "__main__":
-    main()
+    evaluate()

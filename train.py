@@ -1,6 +1,6 @@
-"""Train: `python train.py experiment=cifar_scattering` (see README)."""
+"""Train: `python train.py experiment=cifar_scattering` (see README; `--help` lists the options)."""
 
-from scatterlab.train import main
+from scatterlab.cli import train
 
 if __name__ == "__main__":
-    main()
+    train()

@@ -56,5 +56,6 @@ def one_thread():
 def quickstart_run(tmp_path_factory) -> Path:
     """The README's main job (experiment=quickstart), run once for the whole session."""
     run_dir = tmp_path_factory.mktemp("quickstart")
-    run_cli("train.py", f"hydra.run.dir={run_dir}")
+    proc = run_cli("train.py", f"hydra.run.dir={run_dir}")
+    (run_dir / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user read
     return run_dir

@@ -176,6 +176,15 @@ class ReportFailedJobs(HydraCallback):
     The launcher runs the sweep's other jobs on; Hydra raises the first failure at the end.
     """
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # where the sweep's jobs are, and the one command that aggregates them
+        sweep = Path(config.hydra.sweep.dir)
+        print(
+            f"Sweep done: its jobs are in {sweep}/<job number>/. Aggregate them with:\n"
+            f"  scatterlab-report {sweep}",
+            flush=True,
+        )
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED:
             return

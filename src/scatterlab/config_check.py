@@ -106,6 +106,44 @@ def validate_config(cfg: DictConfig) -> None:
         for key, value in values.items():
             if key != "study":  # what the report shows, read by scatterlab-report
                 _check_node(value, key, schemas)
+    check_run(values)
+
+
+def check_run(values: dict[str, Any]) -> None:
+    """Checks across groups: what the trainer is asked to do, on this machine."""
+    trainer = values.get("trainer") or {}
+    if not isinstance(trainer, dict):
+        return
+    steps = trainer.get("max_steps", -1)
+    if values.get("train", True) and trainer.get("max_epochs") == 0 and steps in (-1, None):
+        raise ConfigError(
+            "trainer.max_epochs=0 trains nothing, and the test would score an untrained "
+            "network: give trainer.max_epochs >= 1, or train=false ckpt_path=PATH to test a "
+            "checkpoint"
+        )
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        have = torch.cuda.device_count()
+        devices = trainer.get("devices", "auto")
+        if have == 0:
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: add "
+                "trainer=cpu to run on the CPU (e.g. with model.width=0.125 for a CIFAR network)"
+            )
+        wanted = (
+            devices
+            if isinstance(devices, int)
+            else len(devices)
+            if isinstance(devices, list)
+            else 0
+        )
+        if wanted > have:
+            raise ConfigError(
+                f"trainer.devices={devices} but this machine has {have} CUDA GPU(s): give "
+                f"trainer.devices <= {have}"
+            )
 
 
 def leaves(cfg: DictConfig) -> list[tuple[str, Any, Any]]:

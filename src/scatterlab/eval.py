@@ -15,16 +15,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from scatterlab import ROOT
+from scatterlab.console import done, quiet_libraries, user_errors
 from scatterlab.env import environment
 from scatterlab.errors import CheckpointError
 from scatterlab.models import count_parameters
-from scatterlab.overrides import check_overrides
 from scatterlab.utils import (
     instantiate_all,
     load_checkpoint,
     stored_config,
     to_float_dict,
-    user_errors,
     write_metrics,
 )
 
@@ -33,6 +32,7 @@ log = logging.getLogger("scatterlab")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     start = time.time()
+    quiet_libraries()
     ckpt = load_checkpoint(cfg.ckpt_path)
     saved = OmegaConf.create(stored_config(ckpt, cfg.ckpt_path))
     module = instantiate(saved.module)
@@ -54,24 +54,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics["wall_time_s"] = time.time() - start
     metrics = to_float_dict(metrics)
     device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
-    write_metrics(
+    path = write_metrics(
         metrics, Path(cfg.paths.output_dir), environment(cfg.trainer.get("precision"), device)
     )
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in ("test/acc", "test/loss") if k in metrics)
+    done([f"Done{': ' + shown if shown else ''}. Metrics in {path}"])
     return metrics
-
-
-def main() -> None:
-    """Console entry point: overrides checked first (one error line), then Hydra's main."""
-    with user_errors():
-        check_overrides(str(ROOT / "configs"), "eval")
-    _main()
 
 
 @hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="eval")
 def _main(cfg: DictConfig) -> None:
     with user_errors():
         evaluate(cfg)
-
-
-if __name__ == "__main__":
-    main()

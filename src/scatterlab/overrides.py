@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import re
 import sys
 from pathlib import Path
@@ -42,8 +43,9 @@ def check_overrides(config_dir: str, config_name: str, argv: list[str] | None = 
     jobs = [first]
     for i, vs in enumerate(values):
         jobs += [[*first[:i], v, *first[i + 1 :]] for v in vs[1:]]
+    multirun = len(args) > len(overrides)
     for job in jobs[:MAX_CHECKED_JOBS]:
-        _check_job(config_dir, config_name, job)
+        _check_job(config_dir, config_name, job, multirun)
     if len(args) > len(overrides):  # -m: Hydra first composes the fixed overrides alone
         _check_base(config_dir, config_name, parsed, overrides)
 
@@ -80,7 +82,7 @@ def _values(override, raw: str) -> list[str]:
         return []
 
 
-def _check_job(config_dir: str, config_name: str, overrides: list[str]) -> None:
+def _check_job(config_dir: str, config_name: str, overrides: list[str], multirun: bool) -> None:
     try:
         cfg = _compose(config_dir, config_name, overrides)
     except MissingConfigException as e:
@@ -88,8 +90,39 @@ def _check_job(config_dir: str, config_name: str, overrides: list[str]) -> None:
     except ConfigCompositionException as e:
         message = f"{e}\n{e.__cause__}" if e.__cause__ else str(e)
         raise ConfigError(_bad_override(message, config_dir, config_name, overrides)) from None
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    run_dir = None
+    with contextlib.suppress(Exception):  # an interpolation only the job resolves: Hydra's
+        run_dir = Path(str(OmegaConf.select(cfg, key)))
+    if run_dir is not None:
+        _check_writable(run_dir, key)
     if config_name == "train":
         _check_values(cfg)
+
+
+def _check_writable(path: Path, key: str) -> None:
+    """The run (or sweep) directory can be created: probed now, so Hydra does not fail later."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a directory")
+        for p in reversed(missing):
+            p.mkdir()
+        if not os.access(path, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={path} cannot be created or written ({e.strerror or e}): choose another "
+            f"directory, e.g. {key}=outputs/my_run"
+        ) from None
+    finally:
+        for p in missing:  # created only to probe; Hydra creates it when the run starts
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def _check_values(cfg) -> None:

@@ -640,6 +640,10 @@ def report(
         if agg is not None and agg["rows"]:
             plot(agg, study or {}, Path(f"{target}.png"))
     print(text, end="")
+    written = [
+        f"{t}.md, .json" + (", .png" if agg is not None and agg["rows"] else "") for t in targets
+    ]
+    print(f"\nReport written to {'; '.join(written)}", flush=True)
     return payload
 
 

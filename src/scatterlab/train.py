@@ -21,16 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from scatterlab import ROOT
 from scatterlab.cluster import PreemptionHandler, requested_ckpt_path, sweep_group
 from scatterlab.config_check import validate_config
+from scatterlab.console import _in_multirun, done, quiet_libraries, user_errors
 from scatterlab.env import environment
-from scatterlab.errors import ConfigError, DivergedError
+from scatterlab.errors import DivergedError
 from scatterlab.models import count_parameters
-from scatterlab.overrides import check_overrides
+from scatterlab.runs import lock_run_dir
 from scatterlab.utils import (
+    AtomicCheckpointIO,
     instantiate_all,
     load_checkpoint,
     resolve_ckpt_path,
     to_float_dict,
-    user_errors,
     wandb_run_id,
     write_metrics,
 )
@@ -94,16 +95,6 @@ class FiniteLossGuard(Callback):
             )
 
 
-def check_accelerator(cfg: DictConfig) -> None:
-    """A GPU trainer on a machine without one: one error line saying what to use instead."""
-    accelerator = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU: add trainer=cpu "
-            "to run on the CPU (e.g. with model.width=0.125 for a CIFAR network)"
-        )
-
-
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
     loggers = []
     for lg_cfg in (cfg.get("logger") or {}).values():
@@ -114,18 +105,23 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Any]:
             kwargs["id"] = wandb_run_id(output_dir)  # same wandb run when the run dir resumes
             if lg_cfg.get("group") is None:
                 kwargs["group"] = sweep_group()  # one wandb group per multirun sweep
-        loggers.append(instantiate(lg_cfg, **kwargs))
+        lg = instantiate(lg_cfg, **kwargs)
+        if isinstance(lg, WandbLogger):  # Lightning always passes wandb a setting that wandb
+            lg._wandb_init.pop("anonymous", None)  # no longer has, and wandb warns about it
+        loggers.append(lg)
     return loggers
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test as the config says; returns the metrics written to metrics.json."""
     start = time.time()
-    validate_config(cfg)  # a wrong key, type or range fails here, naming it
-    check_accelerator(cfg)
+    quiet_libraries()  # Lightning's banners and tips: train.log only
+    validate_config(cfg)  # a wrong key, type or range fails here, naming it (checked before
+    # Hydra started too; here again for a sweeper's values and for runs launched from code)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    run_lock = lock_run_dir(output_dir)  # noqa: F841 - held until the process ends
     ckpt_path = resolve_ckpt_path(requested_ckpt_path(cfg.get("ckpt_path")), output_dir)
     # the run's own settings, without the hydra node that tests compose in
     resolved = {
@@ -134,7 +130,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if k != "hydra"
     }
 
-    log.info(f"Run directory: {output_dir}")
     # data: null for runs whose module brings its own data (theory, synthesis: train=false)
     datamodule = instantiate(cfg.data) if cfg.get("data") is not None else None
     if cfg.get("train", True) and datamodule is not None:
@@ -156,9 +151,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             FiniteLossGuard(),
         ],
         logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
     for lg in loggers:
         lg.log_hyperparams(resolved)
+    log.info(f"Run directory: {output_dir}")
 
     metrics: dict[str, Any] = {}
     device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()  # cpu, cuda
@@ -201,14 +198,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for lg in loggers:
             if isinstance(lg, WandbLogger):
                 lg.experiment.summary.update(metrics)
+        if not _in_multirun():  # a sweep ends with its own summary (cluster.ReportFailedJobs)
+            done(run_summary(output_dir, metrics, cfg.get("optimized_metric")))
     return metrics
 
 
-def main() -> float | None:
-    """Console entry point: overrides checked first (one error line), then Hydra's main."""
-    with user_errors():
-        check_overrides(CONFIG_DIR, "train")
-    return _main()
+def run_summary(output_dir: Path, metrics: dict[str, Any], key: str | None) -> list[str]:
+    """The closing lines of a run: its headline numbers, where its files are, what next."""
+    shown = [k for k in (key, "test/acc", "test/loss") if k and k in metrics][:2]
+    numbers = ", ".join(f"{k} {metrics[k]:.4g}" for k in shown)
+    lines = [f"Done{': ' + numbers if numbers else ''}. Results in {output_dir}/"]
+    lines.append("  metrics.json, train.log, .hydra/ (the config)")
+    ckpts = output_dir / "checkpoints"
+    if (ckpts / "last.ckpt").exists():
+        lines.append(
+            f"  checkpoints/ (best and last.ckpt): python eval.py ckpt_path={ckpts}/last.ckpt"
+        )
+    offline = sorted((output_dir / "wandb").glob("offline-run-*"))
+    if offline:
+        lines.append(f"  wandb/ (offline run): wandb sync {offline[-1]}")
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -236,6 +245,3 @@ def _finish_wandb() -> None:
 
 
 torch.set_float32_matmul_precision("high")
-
-if __name__ == "__main__":
-    main()

@@ -3,66 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
+import os
 import pickle
 import re
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
-from scatterlab.errors import CheckpointError, ScatterlabError
+from scatterlab.errors import CheckpointError
+from scatterlab.ranges import NonNegativeInt
 
 log = logging.getLogger("scatterlab")
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a user's mistake as one line `error: ...` and exit with code 2."""
-    try:
-        yield
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ScatterlabError):
-            _fail(str(cause), cause.exit_code)
-        if isinstance(cause, TypeError | ValueError):
-            _fail(f"{str(e).splitlines()[0]} {cause}. Check the types of the config values.")
-        raise
-    except ScatterlabError as e:
-        _fail(str(e), e.exit_code)
-    except MissingMandatoryValue as e:
-        _fail(f"{e.full_key} has no value (???): give it on the command line, {e.full_key}=...")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    # The run's log file keeps the error; the console gets it once, as the `error:` line.
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in {*logging.getLogger().handlers, *log.handlers}:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    if _in_multirun():  # an exception, not an exit, so that the sweep's other jobs still run
-        raise RuntimeError(message) from None
-    raise SystemExit(code)
-
-
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def progress_bar(refresh_rate: int = 1, log_refresh_rate: int = 50):
+def progress_bar(refresh_rate: NonNegativeInt = 1, log_refresh_rate: NonNegativeInt = 50):
     """Rich progress bar in a terminal; in logs (SLURM, CI, nohup) tqdm lines every
     `log_refresh_rate` batches, since Rich prints nothing until the end there."""
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
@@ -81,6 +45,43 @@ def instantiate_all(cfg: DictConfig | None, **kwargs: Any) -> list[Any]:
         for c in cfg.values()
         if isinstance(c, DictConfig) and "_target_" in c
     ]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+
+    A kill during the write leaves the previous checkpoint of that name intact (the rename is
+    atomic on one file system; Lightning's own writer stages the file in /tmp, which may be
+    another file system, and then copies it). A full disk is one clear error, with the
+    previous checkpoint intact and no temporary file left behind.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            why = "the disk is full" if full else (e.strerror or str(e))
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {why}; the previous checkpoint is intact. "
+                f"{'Free space on the disk of ' + str(path.parent) if full else 'Fix this'}, "
+                "then resume with ckpt_path=last in the same hydra.run.dir"
+            ) from None
+        with contextlib.suppress(OSError):  # the rename itself durable too
+            fd = os.open(path.parent, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--key", default=None, help="override key that labels each run")
     p.add_argument("--out", type=Path, required=True, help="output path without extension")
     args = p.parse_args(argv)
-    from scatterlab.utils import user_errors
+    from scatterlab.console import user_errors
 
     with user_errors():
         args.out.parent.mkdir(parents=True, exist_ok=True)

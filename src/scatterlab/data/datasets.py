@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,8 @@ from scatterlab.ranges import NonNegativeInt, Range
 
 Splits = dict[str, tuple[Tensor, Tensor]]
 
+log = logging.getLogger("scatterlab")
+
 
 class DigitsDataModule(ImageDataModule):
     """scikit-learn's handwritten digits: 1,797 images 8x8 (1 channel), 10 classes.
@@ -29,6 +32,11 @@ class DigitsDataModule(ImageDataModule):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         *ImageDataModule.CONFIG_CHECKS,
+        (
+            "image_size == 8 and in_channels == 1 and num_classes == 10",
+            "the digits are 8x8 images of 1 channel in 10 classes: set data.image_size=8, "
+            "data.in_channels=1, data.num_classes=10",
+        ),
         (
             "val_fraction + test_fraction < 1",
             "lower data.val_fraction or data.test_fraction: their sum leaves no training images",
@@ -78,6 +86,11 @@ class CIFAR10DataModule(ImageDataModule):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         *ImageDataModule.CONFIG_CHECKS,
+        (
+            "image_size == 32 and in_channels == 3 and num_classes == 10",
+            "CIFAR-10 has 32x32 RGB images in 10 classes: set data.image_size=32, "
+            "data.in_channels=3, data.num_classes=10",
+        ),
         ("val_size < 50000", "hold out fewer of the 50,000 training images: lower data.val_size"),
     )
 
@@ -136,14 +149,26 @@ class ImageFolderDataModule(ImageDataModule):
     root/train/<class>/*.jpg and root/test/<class>/*.jpg (root/val/ too, if present; else
     the test set validates, as for CIFAR-10). Images are resized to `image_size` if they
     differ. The decoded tensors are cached in `cache_dir`, keyed by the folder's path, file
-    list and modification times, so later runs skip decoding.
+    list and modification times, so later runs skip decoding. A corrupt or truncated image is
+    an error naming the file; `skip_corrupt=true` skips such files with a counted warning.
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ImageDataModule.CONFIG_CHECKS,
+        ("in_channels == 3", "the images are decoded as RGB: set data.in_channels=3"),
+    )
+
     def __init__(
-        self, root: str, cache_dir: str | None = None, val_size: NonNegativeInt = 0, **kwargs
+        self,
+        root: str,
+        cache_dir: str | None = None,
+        val_size: NonNegativeInt = 0,
+        skip_corrupt: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.root, self.cache_dir, self.val_size = Path(root), cache_dir, val_size
+        self.skip_corrupt = skip_corrupt
 
     def load(self) -> Splits:
         if not (self.root / "train").is_dir() or not (self.root / "test").is_dir():
@@ -159,7 +184,8 @@ class ImageFolderDataModule(ImageDataModule):
                 if classes is not None and names != classes:
                     raise DataError(f"{self.root / split} has other class folders than train/")
                 classes = names
-                splits[split] = (self._decode(files), torch.tensor(labels))
+                images, keep = self._decode(files)
+                splits[split] = (images, torch.tensor(labels)[keep])
         self.classes = classes
         if len(classes) != self.num_classes:
             raise DataError(
@@ -170,7 +196,8 @@ class ImageFolderDataModule(ImageDataModule):
             return splits
         return _with_val(splits, self.val_size)
 
-    def _decode(self, files: list[Path]) -> Tensor:
+    def _decode(self, files: list[Path]) -> tuple[Tensor, Tensor]:
+        """(decoded images (N', 3, S, S) uint8, which of the N files they are (N,) bool)."""
         key = hashlib.sha256()
         for f in files:
             key.update(f"{f}:{f.stat().st_mtime_ns}:{self.image_size}".encode())
@@ -180,24 +207,41 @@ class ImageFolderDataModule(ImageDataModule):
             else None
         )
         if cache is not None and cache.exists():
-            return torch.load(cache, weights_only=True)  # tensors only: no code runs
+            saved = torch.load(cache, weights_only=True)  # tensors only: no code runs
+            return saved["images"], saved["keep"]
         with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-            images = torch.stack(list(pool.map(self._read, files)))
+            decoded = list(pool.map(self._read, files))
+        keep = torch.tensor([im is not None for im in decoded], dtype=torch.bool)
+        if not keep.all():
+            bad = [str(f) for f, im in zip(files, decoded, strict=True) if im is None]
+            log.warning(f"skipped {len(bad)} corrupt image(s) (data.skip_corrupt=true): {bad[:5]}")
+        if not keep.any():
+            raise DataError(f"every image under {files[0].parent.parent} is unreadable")
+        images = torch.stack([im for im in decoded if im is not None])
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".tmp{os.getpid()}")  # one per process: runs side by side
-            torch.save(images, tmp)
+            torch.save({"images": images, "keep": keep}, tmp)
             tmp.replace(cache)  # atomic: a killed run never leaves a half-written cache
-        return images
+        return images, keep
 
-    def _read(self, path: Path) -> Tensor:
+    def _read(self, path: Path) -> Tensor | None:
+        """One image as a (3, S, S) uint8 tensor; None if unreadable and skip_corrupt."""
         from PIL import Image
 
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (self.image_size, self.image_size):
-                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
-            return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (self.image_size, self.image_size):
+                    im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+                return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for a bad file
+            if self.skip_corrupt:
+                return None
+            raise DataError(
+                f"image {path} is corrupt or truncated ({type(e).__name__}: {e}): replace or "
+                "delete it, or add data.skip_corrupt=true to skip unreadable images"
+            ) from None
 
 
 def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -222,6 +266,11 @@ class ImageNetDataModule(ImageDataModule):
     (RandomResizedCrop(224) + flip for training; Resize(256) + CenterCrop(224) to evaluate).
     The validation set is also the test set.
     """
+
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        *ImageDataModule.CONFIG_CHECKS,
+        ("in_channels == 3", "ImageNet images are RGB: set data.in_channels=3"),
+    )
 
     def __init__(self, root: str, **kwargs) -> None:
         kwargs.setdefault("num_classes", 1000)
