@@ -1,0 +1,1 @@
+"""Wide shallow networks: random features, mean-field training, lazy training (plain torch)."""
