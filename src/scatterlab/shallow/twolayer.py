@@ -51,17 +51,16 @@ def teacher(d: int, m0: int, generator: torch.Generator | None = None) -> tuple[
     return u * r, signs * r
 
 
-Activation = Literal["relu", "tanh"]
+Activation = Literal["relu", "softplus"]
 
 
 def rho(pre: Tensor, activation: Activation = "relu") -> tuple[Tensor, Tensor]:
     """The non-linearity and its derivative at the pre-activations (relu' = 1{pre > 0})."""
     if activation == "relu":
         return torch.relu(pre), (pre > 0).to(pre.dtype)
-    if activation == "tanh":
-        t = torch.tanh(pre)
-        return t, 1 - t**2
-    raise ValueError(f"unknown activation {activation!r}: use relu or tanh")
+    if activation == "softplus":  # a smooth relu: log(1 + e^u), derivative sigmoid(u)
+        return torch.nn.functional.softplus(pre), torch.sigmoid(pre)
+    raise ValueError(f"unknown activation {activation!r}: use relu or softplus")
 
 
 def forward(x: Tensor, w: Tensor, a: Tensor, activation: Activation = "relu") -> Tensor:
@@ -111,7 +110,7 @@ def train(
     mean-field time (the particles move by lr * m * gradient), a float or one per run (S,).
     alpha (S,): None trains g = f (mean field); otherwise g = alpha (f - f(theta_0)) with the
     loss divided by alpha^2 (lazy-training family). activation: rho (the mean-field
-    experiments use relu; tanh gives the smooth model of the lazy-training theorem).
+    experiments use relu; softplus, a smooth relu, is the setting of the lazy-training theorem).
     record: number of snapshots of the particles kept for the trajectory plots (0: none).
     Returns: `w`, `a` (final), `w0`, `a0`, `steps` (log-spaced steps of the curves),
     `loss` (S, T) the unscaled training loss (1/2n) sum (g - y)^2, `test_loss` (S, T)

@@ -1,0 +1,408 @@
+"""Theory runs of wide shallow networks (`train: false`, `data: null`; see modules/theory.py).
+
+The math is in `scatterlab.shallow` (plain torch); each module's test stage calls it, writes
+`<name>.json` and `<name>_*.png` into output_dir and returns its scalars from final_metrics().
+Everything runs on the CPU in float64: these are small problems, a GPU would not pay.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+
+from scatterlab.errors import ConfigError
+from scatterlab.modules.theory import TheoryModule
+from scatterlab.ranges import OpenFraction, Positive, PositiveInt, Range, Seed
+from scatterlab.shallow import features as rf
+from scatterlab.shallow import lazy as lz
+from scatterlab.shallow import plots
+from scatterlab.shallow import twolayer as tl
+
+# Caps chosen so that every accepted value runs (memory and time stay bounded on a laptop).
+Width = Annotated[int, Range(ge=1, le=65536)]
+AlignWidth = Annotated[int, Range(ge=1, le=4096)]
+Dim = Annotated[int, Range(ge=1, le=4096)]
+Samples = Annotated[int, Range(ge=1, le=100_000)]
+Seeds = Annotated[int, Range(ge=1, le=100)]
+Steps = Annotated[int, Range(ge=1, le=1_000_000)]
+Alpha = Annotated[float, Range(gt=0, le=1e8)]
+RFActivation = Literal["relu", "erf", "modulus"]
+
+
+def _nonempty(values: list, key: str) -> list:
+    if len(values) == 0:
+        raise ConfigError(f"module.{key}=[] is empty: give at least one value")
+    return list(values)
+
+
+def _finite(x: torch.Tensor, what: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"{what} diverged (non-finite loss): use a smaller module.lr")
+
+
+class RandomFeaturesKernelModule(TheoryModule):
+    """Empirical random-feature kernels against their closed-form limits, and the error vs m.
+
+    activations: relu | erf | modulus; dims: input dimensions; widths: m; n: inputs, uniform on
+    the unit sphere; seeds: independent feature sequences per (activation, d);
+    check_width: the width of the Monte-Carlo check at fixed angles (the right panel).
+    """
+
+    def __init__(
+        self,
+        activations: list[RFActivation] = ("relu", "erf", "modulus"),
+        dims: list[Dim] = (3, 100),
+        widths: list[Width] = (16, 64, 256, 1024, 4096, 16384),
+        n: Annotated[int, Range(ge=2, le=2048)] = 200,
+        seeds: Seeds = 4,
+        check_width: Annotated[int, Range(ge=1, le=2**22)] = 2**18,
+        seed: Seed = 0,
+        name: str = "random_features_kernel",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, output_dir, "cpu")
+        self.activations = _nonempty(activations, "activations")
+        self.dims = _nonempty([int(d) for d in dims], "dims")
+        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
+        if len(self.widths) < 2:
+            raise ConfigError("module.widths needs two different widths to fit an exponent")
+        self.n, self.seeds, self.check_width, self.seed = int(n), int(seeds), check_width, seed
+
+    def compute(self) -> None:
+        rows = []
+        for act in self.activations:
+            for d in self.dims:
+                gen = torch.Generator().manual_seed(self.seed + d)
+                x = rf.sphere(self.n, d, gen)
+                err = rf.kernel_errors(x, self.widths, act, self.seeds, seed=self.seed + d)
+                fit = rf.fit_exponent(self.widths, err)
+                rows.append({"activation": act, "d": d, "errors": err, **fit})
+                self.metrics[f"kernel_slope/{act}/d={d}"] = fit["slope"]
+                self.metrics[f"kernel_slope_se/{act}/d={d}"] = fit["slope_se"]
+                self.metrics[f"kernel_error_at_max_m/{act}/d={d}"] = float(
+                    np.sqrt((err[:, -1] ** 2).mean())
+                )
+        # closed form against Monte Carlo at fixed angles, |x| = |x'| = 1
+        angles = torch.linspace(0, math.pi, 9, dtype=torch.float64)
+        pts = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+        check = {"angles": angles, "m": self.check_width, "kernels": {}}
+        for act in self.activations:
+            gen = torch.Generator().manual_seed(self.seed)
+            exact = rf.limit_kernel(pts[:1], pts, act)[0]
+            mc = rf.empirical_kernel(pts[:1], pts, self.check_width, act, gen)[0]
+            check["kernels"][act] = {"closed_form": exact, "monte_carlo": mc}
+            self.metrics[f"closed_form_max_abs_err/{act}"] = float((mc - exact).abs().max())
+        self.results = {"widths": self.widths, "n": self.n, "errors": rows, "check": check}
+        if (path := self.plot_path("errors")) is not None:
+            plots.kernel_errors(_np(self.results), path)
+
+
+class RandomFeaturesRainbowModule(TheoryModule):
+    """Procrustes (rainbow) alignment of two independent random-feature maps against m.
+
+    The alignment A is fitted on n_fit inputs (uniform on the sphere S^{d-1}) and its error
+    measured on n_test held-out inputs. Keep n_fit well above max(widths): for m >= n_fit the
+    fitted A interpolates (its error on the fit set is the Bures distance of the Gram
+    matrices) and the held-out error measures the finite sample, not the width.
+    """
+
+    def __init__(
+        self,
+        activations: list[RFActivation] = ("relu", "erf", "modulus"),
+        dims: list[Dim] = (4, 16, 64),
+        widths: list[AlignWidth] = (16, 32, 64, 128, 256, 512),
+        n_fit: Annotated[int, Range(ge=2, le=65536)] = 4096,
+        n_test: Annotated[int, Range(ge=1, le=65536)] = 1024,
+        seeds: Annotated[int, Range(ge=1, le=20)] = 2,
+        seed: Seed = 0,
+        name: str = "random_features_rainbow",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, output_dir, "cpu")
+        self.activations = _nonempty(activations, "activations")
+        self.dims = _nonempty([int(d) for d in dims], "dims")
+        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
+        if len(self.widths) < 2:
+            raise ConfigError("module.widths needs two different widths to fit an exponent")
+        self.n_fit, self.n_test, self.seeds, self.seed = n_fit, n_test, seeds, seed
+
+    def compute(self) -> None:
+        from tqdm.auto import tqdm
+
+        rows = []
+        bar = tqdm(total=len(self.activations) * len(self.dims) * self.seeds, desc="alignment")
+        for act in self.activations:
+            for d in self.dims:
+                gen = torch.Generator().manual_seed(self.seed + d)
+                x_fit, x_test = rf.sphere(self.n_fit, d, gen), rf.sphere(self.n_test, d, gen)
+                fit, test, r2 = (np.zeros((self.seeds, len(self.widths))) for _ in range(3))
+                for s in range(self.seeds):
+                    for j, m in enumerate(self.widths):
+                        al = rf.alignment(x_fit, x_test, m, act, gen)
+                        fit[s, j], test[s, j] = al["fit_error"], al["test_error"]
+                        r2[s, j] = al["r2"]
+                    bar.update()
+                slope = rf.fit_exponent(self.widths, test)
+                # the local exponent over the three widest maps (the asymptotic regime)
+                tail = rf.fit_exponent(self.widths[-3:], test[:, -3:])["slope"]
+                rows.append(
+                    {
+                        "activation": act,
+                        "d": d,
+                        "fit_error": fit,
+                        "test_error": test,
+                        "r2": r2,
+                        "slope": slope["slope"],
+                        "slope_se": slope["slope_se"],
+                        "tail_slope": tail,
+                    }
+                )
+                key = f"{act}/d={d}"
+                self.metrics[f"alignment_slope/{key}"] = slope["slope"]
+                self.metrics[f"alignment_tail_slope/{key}"] = tail
+                self.metrics[f"alignment_error_at_max_m/{key}"] = float(test[:, -1].mean())
+        bar.close()
+        self.results = {
+            "widths": self.widths,
+            "n_fit": self.n_fit,
+            "n_test": self.n_test,
+            "rows": rows,
+        }
+        if (path := self.plot_path("errors")) is not None:
+            plots.alignment_errors(_np(self.results), path)
+
+
+def _data(d: int, m0: int, n: int, n_test: int, gen: torch.Generator) -> tuple:
+    """Teacher (w*, a*) and Gaussian inputs x ~ N(0, I_d) with the teacher's outputs."""
+    w_star, a_star = tl.teacher(d, m0, gen)
+    x = torch.randn(n, d, dtype=torch.float64, generator=gen)
+    x_test = torch.randn(n_test, d, dtype=torch.float64, generator=gen)
+    y = tl.forward(x, w_star[None], a_star[None])[0]
+    y_test = tl.forward(x_test, w_star[None], a_star[None])[0]
+    return w_star, a_star, x, y, x_test, y_test
+
+
+class MeanFieldTwoLayerModule(TheoryModule):
+    """Teacher-student in the mean-field scaling: GD on the particles against the width m.
+
+    d: input dimension; m0: teacher neurons; widths: student widths m; seeds: runs per width
+    (trained at once); steps, lr: GD steps and step in mean-field time (particles move by
+    lr * m * gradient); init_scale: |w_i| = |a_i| at initialisation; tol: a run converged
+    when its final training loss is below tol times the loss of the zero predictor.
+    """
+
+    def __init__(
+        self,
+        d: Annotated[int, Range(ge=2, le=1000)] = 2,
+        m0: Annotated[int, Range(ge=1, le=100)] = 5,
+        widths: list[Annotated[int, Range(ge=1, le=10_000)]] = (5, 10, 20, 40, 80, 160),
+        seeds: Annotated[int, Range(ge=1, le=64)] = 8,
+        steps: Steps = 3000,
+        lr: Annotated[float, Range(gt=0, le=10)] = 0.2,
+        init_scale: Annotated[float, Range(gt=0, le=10)] = 0.5,
+        n_train: Samples = 128,
+        n_test: Samples = 1024,
+        tol: OpenFraction = 1e-3,
+        plot_widths: list[PositiveInt] = (5, 160),
+        seed: Seed = 0,
+        name: str = "meanfield_two_layer",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, output_dir, "cpu")
+        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
+        if max(self.widths) < m0:
+            raise ConfigError(
+                f"module.m0={m0} is wider than every student (module.widths={self.widths}): "
+                "add a width >= m0 or use a smaller teacher"
+            )
+        self.d, self.m0, self.seeds, self.steps, self.lr = d, m0, seeds, steps, lr
+        self.init_scale, self.n_train, self.n_test, self.tol = init_scale, n_train, n_test, tol
+        self.plot_widths = [int(m) for m in plot_widths if int(m) in self.widths][:2]
+        self.seed = seed
+
+    def compute(self) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        w_star, a_star, x, y, x_test, y_test = _data(
+            self.d, self.m0, self.n_train, self.n_test, gen
+        )
+        zero_loss = float(0.5 * (y**2).mean())
+        runs, traj = [], {}
+        for m in self.widths:
+            w, a = tl.init_particles(self.seeds, m, self.d, self.init_scale, gen)
+            rec = 80 if m in self.plot_widths else 0
+            r = tl.train(x, y, w, a, self.steps, self.lr, x_test=x_test, y_test=y_test, record=rec)
+            _finite(r["loss"][:, -1], f"mean-field GD at m={m}")
+            rel = r["loss"][:, -1] / zero_loss
+            dist = tl.transport_distance(r["w"], r["a"], w_star, a_star)
+            med = r["loss"].median(0).values
+            # late-time rate: log-log slope of the median loss over the last decade of steps
+            late = r["steps"] >= max(self.steps // 10, 1)
+            logt, logl = np.log(r["steps"][late].numpy()), np.log(med[late].clamp_min(1e-300))
+            rate = float(np.polyfit(logt, logl.numpy(), 1)[0]) if len(logt) >= 2 else float("nan")
+            hit = (r["loss"] / zero_loss < self.tol).double().argmax(1)
+            ever = (r["loss"] / zero_loss < self.tol).any(1)
+            t_hit = torch.where(ever, r["steps"][hit].double(), torch.tensor(float("nan")))
+            runs.append(
+                {
+                    "m": m,
+                    "steps": r["steps"],
+                    "loss": r["loss"],
+                    "test_loss": r["test_loss"],
+                    "final_rel_loss": rel,
+                    "final_test_rel_loss": r["test_loss"][:, -1] / float(0.5 * (y_test**2).mean()),
+                    "distance": dist,
+                    "converged_fraction": float((rel < self.tol).double().mean()),
+                    "late_loss_slope": rate,
+                    "steps_to_tol": t_hit,
+                }
+            )
+            key = f"m={m}"
+            self.metrics[f"final_rel_loss_median/{key}"] = float(rel.median())
+            self.metrics[f"distance_median/{key}"] = float(dist.median())
+            self.metrics[f"converged_fraction/{key}"] = runs[-1]["converged_fraction"]
+            if rec:
+                traj[m] = {"w": r["traj_w"][:, 0].numpy(), "a": r["traj_a"][:, 0].numpy()}
+        widest = runs[-1]
+        self.metrics["late_loss_slope/widest"] = widest["late_loss_slope"]
+        self.results = {
+            "d": self.d,
+            "m0": self.m0,
+            "zero_loss": zero_loss,
+            "teacher": {"w": w_star, "a": a_star},
+            "runs": runs,
+        }
+        if (path := self.plot_path("summary")) is not None:
+            teacher = (w_star.numpy(), a_star.numpy())
+            plots.meanfield(_np(self.results), traj, teacher, path)
+
+
+class LazyTrainingModule(TheoryModule):
+    """The output-scale family alpha (f(theta) - f(theta_0)), loss / alpha^2, against alpha.
+
+    One initialisation theta_0 (width m) is trained for every alpha at once; per activation
+    (relu: the network of the mean-field runs; softplus: a smooth relu, the setting of
+    the theorem) we measure |theta - theta_0| / |theta_0|, the fraction of changed activation
+    signs on test inputs, the distance |g_alpha - g_lin| / |g_lin| to the linearised model on
+    test inputs (g_lin: exact GD of the tangent-kernel model), and the test losses. The slopes
+    are fitted over alpha >= fit_min_alpha. symmetric: pairs (w, a), (w, -a) at init (the
+    paper's), under which the second-order term of a smooth model cancels.
+    """
+
+    def __init__(
+        self,
+        d: Annotated[int, Range(ge=2, le=1000)] = 2,
+        m0: Annotated[int, Range(ge=1, le=100)] = 5,
+        m: Annotated[int, Range(ge=2, le=10_000)] = 100,
+        alphas: list[Alpha] = (1, 3, 10, 30, 100, 300, 1000, 3000),
+        activations: list[Literal["relu", "softplus"]] = ("relu", "softplus"),
+        steps: Steps = 1000,
+        lr: Annotated[float, Range(gt=0, le=10)] = 0.2,
+        init_scale: Annotated[float, Range(gt=0, le=10)] = 1.0,
+        n_train: Samples = 100,
+        n_test: Samples = 512,
+        symmetric: bool = False,
+        fit_min_alpha: Positive = 10.0,
+        seed: Seed = 0,
+        name: str = "lazy_training",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, output_dir, "cpu")
+        self.alphas = sorted(set(float(a) for a in _nonempty(alphas, "alphas")))
+        if sum(a >= fit_min_alpha for a in self.alphas) < 2:
+            raise ConfigError(
+                f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
+                "the slopes; add larger alphas or lower it"
+            )
+        if symmetric and m % 2:
+            raise ConfigError(f"module.m={m} must be even with module.symmetric=true")
+        self.activations = _nonempty(activations, "activations")
+        self.d, self.m0, self.m, self.steps, self.lr = d, m0, m, steps, lr
+        self.init_scale, self.n_train, self.n_test = init_scale, n_train, n_test
+        self.symmetric, self.fit_min_alpha, self.seed = symmetric, fit_min_alpha, seed
+
+    def compute(self) -> None:
+        gen = torch.Generator().manual_seed(self.seed)
+        w_star, a_star, x, y, x_test, y_test = _data(
+            self.d, self.m0, self.n_train, self.n_test, gen
+        )
+        w0, a0 = tl.init_particles(1, self.m, self.d, self.init_scale, gen, self.symmetric)
+        alphas = torch.tensor(self.alphas, dtype=torch.float64)
+        s = len(alphas)
+        sel = (alphas >= self.fit_min_alpha).numpy()
+        by_act, traj = {}, {}
+        for act in self.activations:
+            r = tl.train(
+                x,
+                y,
+                w0.expand(s, -1, -1).clone(),
+                a0.expand(s, -1).clone(),
+                self.steps,
+                self.lr,
+                alpha=alphas,
+                x_test=x_test,
+                y_test=y_test,
+                record=60 if act == self.activations[0] else 0,
+                activation=act,
+            )
+            _finite(r["loss"][:, -1], f"lazy training ({act})")
+            k = lz.tangent_kernel_two_layer(x, x, w0[0], a0[0], act) * self.m
+            k_test = lz.tangent_kernel_two_layer(x_test, x, w0[0], a0[0], act) * self.m
+            lin = lz.linearised_predictions(k, k_test, y, self.steps, self.lr)
+            g_test = alphas[:, None] * (
+                tl.forward(x_test, r["w"], r["a"], act) - tl.forward(x_test, w0, a0, act)
+            )
+            gap = (g_test - lin["test"]).norm(dim=1) / lin["test"].norm().clamp_min(1e-300)
+            row = {
+                "relative_change": tl.relative_change(r["w"], r["a"], r["w0"], r["a0"]),
+                "pattern_change": tl.pattern_change(x_test, r["w"], r["w0"]),
+                "linear_gap": gap,
+                "train_loss": r["loss"][:, -1],
+                "test_loss": r["test_loss"][:, -1],
+                "linear_train_loss": float(0.5 * ((lin["train"] - y) ** 2).mean()),
+                "linear_test_loss": float(0.5 * ((lin["test"] - y_test) ** 2).mean()),
+            }
+            for key in ("relative_change", "pattern_change", "linear_gap"):
+                v = row[key].numpy()[sel]
+                ok = v > 0  # no pattern changes at all at the largest alphas: left out of the fit
+                slope = (
+                    rf.fit_exponent(alphas.numpy()[sel][ok], v[ok])["slope"]
+                    if ok.sum() >= 2
+                    else float("nan")
+                )
+                row[f"{key}_slope"] = slope
+                self.metrics[f"{key}_slope/{act}"] = slope
+            self.metrics[f"linear_test_loss/{act}"] = row["linear_test_loss"]
+            self.metrics[f"test_loss_at_max_alpha/{act}"] = float(row["test_loss"][-1])
+            self.metrics[f"test_loss_at_min_alpha/{act}"] = float(row["test_loss"][0])
+            by_act[act] = row
+            if "traj_w" in r:
+                for i in (0, s - 1):
+                    title = f"{act}, alpha = {self.alphas[i]:g}: particles $|a_i| w_i$"
+                    traj[title] = {"w": r["traj_w"][:, i].numpy(), "a": r["traj_a"][:, i].numpy()}
+        self.results = {
+            "d": self.d,
+            "m0": self.m0,
+            "m": self.m,
+            "alphas": self.alphas,
+            "fit_min_alpha": self.fit_min_alpha,
+            "by_activation": by_act,
+        }
+        teacher = (w_star.numpy(), a_star.numpy())
+        if (path := self.plot_path("scaling")) is not None:
+            plots.lazy(_np(self.results), path)
+        if (path := self.plot_path("particles")) is not None and traj:
+            plots.lazy_particles(traj, teacher, path)
+
+
+def _np(x: object) -> object:
+    """Tensors as numpy arrays, recursively (for the plots)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, dict):
+        return {k: _np(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_np(v) for v in x]
+    return x
