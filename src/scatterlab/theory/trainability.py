@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
@@ -18,7 +16,7 @@ from scatterlab.theory.meanfield import MeanField
 def trainable_depth(
     sigma_w: np.ndarray | float,
     sigma_b2: NonNegative,
-    activation: Literal["tanh", "erf", "relu", "hardtanh", "linear", "modulus"] = "tanh",
+    activation: str = "tanh",
     factor: Positive = 6.0,
     max_depth: Positive | None = None,
 ) -> np.ndarray:
