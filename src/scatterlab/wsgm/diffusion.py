@@ -190,6 +190,18 @@ _COARSEST_OK = (
 )
 
 
+def _unet_ok(name: str) -> tuple[str, str]:
+    """Config check of the ScoreUNet kwargs `name` (a dict or None) of a score model."""
+    d = f"({name} or {{}})"
+    return (
+        f"{d}.get('base_channels', 32) >= 1 and {d}.get('num_res_blocks', 1) >= 1 "
+        f"and min([1, *{d}.get('channel_mult', (1, 2))]) >= 1 "
+        f"and {d}.get('padding_mode', 'circular') in ('zeros', 'reflect', 'replicate', 'circular')",
+        f"model.{name}: base_channels, num_res_blocks and each channel_mult must be >= 1, "
+        "padding_mode one of zeros, reflect, replicate, circular",
+    )
+
+
 def _levels_to(size: int, coarsest: int) -> int:
     """log2(size / coarsest), or ConfigError when that is not a whole number >= 1."""
     if coarsest < 1 or size % coarsest or (size // coarsest) & (size // coarsest - 1):
@@ -256,6 +268,7 @@ class SGM(ScoreModel):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         _COARSEST_OK,
+        _unet_ok("net"),
         (
             "coarsest is not None or size % 2 ** (len((net or {}).get('channel_mult', (1, 2))) - 1)"
             " == 0",
@@ -383,6 +396,8 @@ class WSGM(ScoreModel):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         _COARSEST_OK,
+        _unet_ok("net"),
+        _unet_ok("coarse_net"),
         (
             "coarsest is not None or size % 2**levels == 0",
             "model.size must be divisible by 2^J (J = model.levels): lower model.levels",
