@@ -380,14 +380,14 @@ def haar_orthogonal(n: int, generator: torch.Generator | None = None) -> Tensor:
 def empirical_cdf_distance(samples: Tensor, x: Tensor, cdf: Tensor) -> float:
     """Kolmogorov-Smirnov distance sup |F_emp - F| between samples and a CDF tabulated on x.
 
-    x increasing (n,), cdf (n,), F piecewise linear between grid points. Samples below x[0]
-    count as one lump (an atom at 0, or the mass below a log grid, measured as 1e-30 in float
-    arithmetic): F jumps from 0 to cdf[0] there.
+    x increasing (n,), cdf (n,), F piecewise linear between grid points. Samples at or below
+    x[0] count as one lump (an atom at 0, or the mass below a log grid, measured as 1e-30 in
+    float arithmetic): F jumps from 0 to cdf[0] there.
     """
     s = torch.sort(torch.as_tensor(samples, dtype=torch.float64).reshape(-1)).values.numpy()
     n = len(s)
     xs, fs = np.asarray(x, dtype=np.float64), np.asarray(cdf, dtype=np.float64)
-    low = s < xs[0]
+    low = s <= xs[0]
     f_right = np.where(low, fs[0], np.interp(s, xs, fs))
     f_left = np.where(low, 0.0, f_right)
     emp_hi = np.arange(1, n + 1) / n

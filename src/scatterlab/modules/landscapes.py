@@ -1,0 +1,611 @@
+"""Thin theory modules of the random-matrix / loss-landscape experiments (`train=false` runs).
+
+Each one computes in its test stage with `scatterlab.landscapes` (plain torch), writes
+`<name>.json` and `<name>_*.png` into the run dir and returns its scalars from
+`final_metrics()` (the `TheoryModule` convention of `scatterlab.modules.theory`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from scatterlab.errors import ConfigError
+from scatterlab.landscapes import hessian as hs
+from scatterlab.landscapes import plots
+from scatterlab.landscapes.jacobian_density import critical_point, jacobian_density, ks_distance
+from scatterlab.landscapes.rmt import (
+    Atoms,
+    FreeProduct,
+    FreeSum,
+    MarchenkoPastur,
+    Semicircle,
+    Spectrum,
+    cdf_from_density,
+    empirical_cdf_distance,
+    wigner_eigenvalues,
+    wishart_eigenvalues,
+)
+from scatterlab.landscapes.spinglass import (
+    SphericalPSpin,
+    complexity,
+    complexity_k,
+    e_inf,
+    energy_threshold,
+)
+from scatterlab.modules.theory import TheoryModule
+from scatterlab.ranges import Range, Seed
+from scatterlab.theory.jacobian import jacobian_spectrum
+
+log = logging.getLogger("scatterlab")
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def _ks(samples: Tensor, spec: Spectrum, lo: float, hi: float, points: int = 4001) -> float:
+    """KS distance of samples to a spectrum's density integrated on [lo, hi] (+ its atom 0)."""
+    # quadratic spacing: dense at the lower edge, where Marchenko-Pastur at c = 1 diverges
+    x = lo + (hi - lo) * torch.linspace(0, 1, points, dtype=torch.float64) ** 2
+    rho = spec.density(x) if not isinstance(spec, FreeSum) else spec.density(x, 1e-6)
+    cdf = cdf_from_density(x, rho)
+    return empirical_cdf_distance(samples, x, cdf)
+
+
+class FreeProbabilityModule(TheoryModule):
+    """Sampled Wigner / Wishart matrices, their free sums and products, against the closed
+    forms and the numerical R- / S-transform densities.
+
+    n: matrix size; ratios: Marchenko-Pastur ratios p / n; var_b: variance of the second
+    semicircle of the free sum; seeds: independent matrices pooled per case.
+    """
+
+    def __init__(
+        self,
+        n: Annotated[int, Range(ge=20, le=3000)] = 1000,
+        ratios: list[Annotated[float, Range(ge=0.05, le=20)]] = (0.25, 1.0, 4.0),
+        var_b: Annotated[float, Range(ge=1e-3, le=1e3)] = 2.0,
+        seeds: Annotated[int, Range(ge=1, le=20)] = 2,
+        seed: Seed = 0,
+        name: str = "rmt_free_probability",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.n, self.ratios, self.var_b = int(n), [float(r) for r in ratios], float(var_b)
+        self.seeds, self.seed = int(seeds), int(seed)
+        if not self.ratios:
+            raise ConfigError("module.ratios=[] is empty: give at least one ratio p/n")
+
+    def _gen(self, k: int) -> torch.Generator:
+        return torch.Generator().manual_seed(1000 * self.seed + k)
+
+    def compute(self) -> None:
+        n, rows, panels = self.n, [], []
+
+        def record(case: str, samples: Tensor, ks: float, theory: list, logx: bool = False):
+            rows.append({"case": case, "ks": ks, "n": n})
+            self.metrics[f"ks/{case}"] = ks
+            panels.append(
+                {
+                    "samples": samples,
+                    "theory": theory,
+                    "title": f"{case}: KS {ks:.3f}",
+                    "logx": logx,
+                }
+            )
+
+        # Wigner semicircle and its moments
+        sc = Semicircle(1.0)
+        ev = torch.cat([wigner_eigenvalues(n, 1.0, self._gen(s)) for s in range(self.seeds)])
+        x = torch.linspace(-2.2, 2.2, 400, dtype=torch.float64)
+        record("wigner", ev, _ks(ev, sc, -2.0, 2.0), [(x, sc.density(x), "semicircle")])
+        for k in (2, 4, 6):
+            self.metrics[f"wigner_m{k}/sampled"] = float((ev**k).mean())
+            self.metrics[f"wigner_m{k}/closed_form"] = sc.moment(k)
+        # Marchenko-Pastur, ratio p / n (atom 1 - 1/c at 0 when c > 1)
+        for c in self.ratios:
+            mp = MarchenkoPastur(c, 1.0)
+            m = max(1, round(n / c))  # an (n, n) Wishart from n / c samples: ratio c
+            ev = torch.cat(
+                [wishart_eigenvalues(n, m, 1.0, self._gen(10 + s)) for s in range(self.seeds)]
+            )
+            ev = torch.where(ev < 1e-9 * mp.hi, 0.0, ev)  # the atom, up to round-off
+            x = torch.linspace(max(mp.lo, 0.02 * mp.hi), mp.hi, 400, dtype=torch.float64)
+            ks = _ks(ev, mp, 0.0, mp.hi)
+            # drawn: the continuous part (the atom at 0 is in the KS distance, not the plot)
+            cont = 1 - mp.atom0
+            record(
+                f"mp_c={c:g}",
+                ev[ev > 0],
+                ks,
+                [(x, mp.density(x) / cont, f"MP continuous part (atom {mp.atom0:.2f} at 0)")],
+            )
+            for k in (1, 2, 3):
+                self.metrics[f"mp_c={c:g}_m{k}/sampled"] = float((ev**k).mean())
+                self.metrics[f"mp_c={c:g}_m{k}/closed_form"] = mp.moment(k)
+        # free sum of two semicircles = semicircle of the summed variance (R_A + R_B)
+        b = Semicircle(self.var_b)
+        fs = FreeSum(sc, b)
+        ev = torch.cat([torch.linalg.eigvalsh(self._free_pair(s)) for s in range(self.seeds)])
+        r = fs.support()[1] * 1.05
+        x = torch.linspace(-r, r, 400, dtype=torch.float64)
+        exact = Semicircle(1.0 + self.var_b)
+        self.metrics["free_sum_sc/max_density_error"] = float(
+            (fs.density(x, 1e-7) - exact.density(x)).abs().max()
+        )
+        record(
+            "wigner+wigner",
+            ev,
+            _ks(ev, exact, -r, r),
+            [(x, fs.density(x, 1e-7), "R-transform sum"), (x, exact.density(x), "semicircle")],
+        )
+        # free sum Wishart + Wigner (no closed form): subordination
+        c = self.ratios[0]
+        mp = MarchenkoPastur(c, 1.0)
+        fs2 = FreeSum(mp, Semicircle(0.25))
+        ev = torch.cat([self._wishart_plus_wigner(s, c) for s in range(self.seeds)])
+        lo, hi = float(ev.min()) - 0.5, float(ev.max()) + 0.5
+        x = torch.linspace(lo, hi, 400, dtype=torch.float64)
+        record(
+            f"wishart(c={c:g})+wigner(0.25)",
+            ev,
+            _ks(ev, fs2, lo, hi),
+            [(x, fs2.density(x, 1e-6), "free sum (subordination)")],
+        )
+        # free product of two Wisharts (S_A S_B); m_2 = 1 + c_1 + c_2
+        c1, c2 = self.ratios[0], self.ratios[-1] if len(self.ratios) > 1 else self.ratios[0]
+        fp = FreeProduct([(MarchenkoPastur(c1), 1), (MarchenkoPastur(c2), 1)])
+        ev = torch.cat([self._wishart_product(s, c1, c2) for s in range(self.seeds)])
+        self.metrics["free_product_m2/sampled"] = float((ev**2).mean())
+        ev = ev[ev > 1e-9]  # the product's atom at 0 (max of the two) is left out
+        x = torch.logspace(-6, math.log10(float(ev.max()) * 1.5), 1500, dtype=torch.float64)
+        rho = fp.density_on_grid(x, 1e-4).clamp_min(0)
+        cont = 1 - fp.atom0
+        cdf = cdf_from_density(x, rho / cont)
+        ks = empirical_cdf_distance(ev, x, cdf)
+        record(
+            f"wishart(c={c1:g})*wishart(c={c2:g})",
+            ev,
+            ks,
+            [(x, rho / cont, "S-transform product")],
+            logx=True,
+        )
+        # phi((ab)^2) = phi(a^2) phi(b)^2 + phi(a)^2 phi(b^2) - phi(a)^2 phi(b)^2 for free a, b
+        self.metrics["free_product_m2/closed_form"] = 1 + c1 + c2
+        self.results = {"n": n, "seeds": self.seeds, "cases": rows}
+        if (path := self.plot_path("densities")) is not None:
+            plots.histograms(panels, path)
+
+    def _free_pair(self, s: int) -> Tensor:
+        """A + B with A, B independent GOE (variances 1, var_b): asymptotically free, since a
+        GOE's law is invariant under rotation."""
+        g = self._gen(30 + s)
+        a = torch.randn(self.n, self.n, dtype=torch.float64, generator=g)
+        b = torch.randn(self.n, self.n, dtype=torch.float64, generator=g)
+        a = (a + a.T) * math.sqrt(1 / (2 * self.n))
+        b = (b + b.T) * math.sqrt(self.var_b / (2 * self.n))
+        return a + b  # independent GOEs are already asymptotically free (rotation invariance)
+
+    def _wishart_plus_wigner(self, s: int, c: float) -> Tensor:
+        g = self._gen(40 + s)
+        x = torch.randn(self.n, max(1, round(self.n / c)), dtype=torch.float64, generator=g)
+        w = x @ x.T / x.shape[1]
+        a = torch.randn(self.n, self.n, dtype=torch.float64, generator=g)
+        return torch.linalg.eigvalsh(w + (a + a.T) * math.sqrt(0.25 / (2 * self.n)))
+
+    def _wishart_product(self, s: int, c1: float, c2: float) -> Tensor:
+        """Eigenvalues of W1 W2 (W_i = X_i X_i^T / n_i, X_i (n, n / c_i)): those of
+        W1^{1/2} W2 W1^{1/2}."""
+        g = self._gen(50 + s)
+        ws = []
+        for c in (c1, c2):
+            x = torch.randn(self.n, max(1, round(self.n / c)), dtype=torch.float64, generator=g)
+            ws.append(x @ x.T / x.shape[1])
+        e, v = torch.linalg.eigh(ws[0])
+        half = v * e.clamp_min(0).sqrt() @ v.T
+        return torch.linalg.eigvalsh(half @ ws[1] @ half).clamp_min(0)
+
+
+class JacobianDensityModule(TheoryModule):
+    """The singular-value density of a deep random network's input-output Jacobian from
+    S_{JJ^T} = S_{D^2}^L S_{W^T W}^L, against the measured singular values (KS distance of
+    s^2), Gaussian vs orthogonal weights, each phi at its critical point (tanh, hard-tanh at
+    q* = module.q_star)."""
+
+    def __init__(
+        self,
+        phis: list[Literal["linear", "relu", "hardtanh", "tanh", "erf"]] = (
+            "linear",
+            "relu",
+            "tanh",
+        ),
+        weights: list[Literal["gaussian", "orthogonal"]] = ("gaussian", "orthogonal"),
+        depths: list[Annotated[int, Range(ge=1, le=256)]] = (2, 8, 32, 128),
+        width: Annotated[int, Range(ge=16, le=1000)] = 300,
+        seeds: Annotated[int, Range(ge=1, le=8)] = 2,
+        q_star: Annotated[float, Range(ge=1e-3, le=4)] = 1 / 64,
+        name: str = "jacobian_density",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.phis, self.weights = list(phis), list(weights)
+        self.depths, self.width = [int(d) for d in depths], int(width)
+        self.seeds, self.q_star = int(seeds), float(q_star)
+        if not self.phis or not self.weights or not self.depths:
+            raise ConfigError("module.phis, module.weights and module.depths must not be empty")
+
+    def compute(self) -> None:
+        rows, panels = [], []
+        for phi in self.phis:
+            sw2, sb2 = critical_point(phi, self.q_star)
+            for weights in self.weights:
+                cases = []
+                for depth in self.depths:
+                    t0 = time.perf_counter()
+                    th = jacobian_density(phi, sw2, sb2, depth, weights)
+                    t_th = time.perf_counter() - t0
+                    meas = jacobian_spectrum(
+                        phi, sw2, sb2, self.width, depth, weights, self.seeds, self.sim_device
+                    )
+                    sv = meas["singular_values"].cpu()
+                    ks = ks_distance(sv, th)
+                    key = f"{phi}_{weights}_L{depth}"
+                    self.metrics[f"ks/{key}"] = ks
+                    rows.append(
+                        {
+                            "phi": phi,
+                            "weights": weights,
+                            "depth": depth,
+                            "sw2": sw2,
+                            "sb2": sb2,
+                            "ks": ks,
+                            "atom0": th["atom0"],
+                            "mass": th["mass"],
+                            "var_theory": th["var"],
+                            "var_measured": meas["var"],
+                            "theory_time_s": t_th,
+                            "lam": th["lam"],
+                            "rho": th["rho"],
+                            "singular_values": sv,
+                        }
+                    )
+                    log.info(f"{key}: KS {ks:.4f} (theory {t_th:.1f} s)")
+                    cases.append(
+                        (th["lam"], th["cdf"], sv.reshape(-1) ** 2, f"L={depth}: KS {ks:.3f}")
+                    )
+                panels.append(
+                    {
+                        "title": f"{phi}, {weights} weights (N={self.width}, {self.seeds} nets)",
+                        "cases": cases,
+                        "xlabel": "log10 s^2",
+                    }
+                )
+        self.metrics["ks/max"] = max(r["ks"] for r in rows)
+        self.results = {"width": self.width, "seeds": self.seeds, "rows": rows}
+        if (path := self.plot_path("densities")) is not None:
+            plots.cdfs(panels, path, cols=len(self.weights))
+
+
+def _digits(samples: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The first `samples` scikit-learn digits: (samples, 64) in [0, 1], labels (samples,)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.data[:samples] / 16.0, dtype=dtype)
+    return x, torch.as_tensor(d.target[:samples]).long()
+
+
+def _mlp(sizes: list[int], activation: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.Tanh() if activation == "tanh" else nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
+class HessianSpectrumModule(TheoryModule):
+    """The Hessian of a small MLP's cross-entropy on the digits, at initialisation and after
+    training: exact eigenvalues beside stochastic Lanczos quadrature, Lanczos top-k, Hutchinson
+    trace, index, the Gauss-Newton / residual split H = H_0 + H_1 and the free-probability
+    prediction H_0 boxplus H_1; then the SLQ cost on a larger MLP (Hessian-vector products and
+    seconds, one HVP against one gradient).
+    """
+
+    def __init__(
+        self,
+        hidden: list[Annotated[int, Range(ge=1, le=64)]] = (16,),
+        activation: Literal["tanh", "relu"] = "tanh",
+        samples: Annotated[int, Range(ge=10, le=1797)] = 512,
+        train_steps: Annotated[int, Range(ge=0, le=5000)] = 300,
+        lr: Annotated[float, Range(gt=0, le=0.1)] = 0.01,
+        lanczos_steps: Annotated[int, Range(ge=2, le=300)] = 80,
+        probes: Annotated[int, Range(ge=1, le=64)] = 8,
+        hutchinson_samples: Annotated[int, Range(ge=2, le=2000)] = 200,
+        top_k: Annotated[int, Range(ge=1, le=20)] = 5,
+        large_hidden: list[Annotated[int, Range(ge=1, le=1024)]] = (256, 256),
+        seed: Seed = 0,
+        name: str = "hessian_spectrum",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.hidden, self.activation = [int(h) for h in hidden], activation
+        self.samples, self.train_steps, self.lr = int(samples), int(train_steps), float(lr)
+        self.lanczos_steps, self.probes = int(lanczos_steps), int(probes)
+        self.hutchinson_samples, self.top_k = int(hutchinson_samples), int(top_k)
+        self.large_hidden, self.seed = [int(h) for h in large_hidden], int(seed)
+        params = sum(a * b + b for a, b in zip([64, *self.hidden], [*self.hidden, 10], strict=True))
+        if params > 4000:
+            raise ConfigError(
+                f"module.hidden={self.hidden} gives {params} parameters: the exact Hessian is "
+                "formed for <= 4000; use smaller hidden layers (large_hidden is SLQ only)"
+            )
+
+    def _analyse(self, op: hs.HessianOperator, tag: str) -> dict:
+        """Exact spectra of H, H_0, H_1 and every estimator beside them."""
+        h, h0 = op.full(), op.full("gauss_newton")
+        ev, ev0, ev1 = (torch.linalg.eigvalsh(m) for m in (h, h0, h - h0))
+        nodes, weights = hs.slq(op, self.lanczos_steps, self.probes, self.seed)
+        tr, tr_se = hs.hutchinson_trace(op, self.hutchinson_samples, self.seed)
+        top = hs.top_eigenvalues(op, self.top_k, seed=self.seed)
+        scale = float(ev.abs().max())
+        tol = 1e-9 * scale  # zero modes (softmax shift, dead units) are not negative directions
+        # freeness of H_0 and H_1: their free sum against the exact spectrum of H
+        fs = FreeSum(Atoms(ev0), Atoms(ev1))
+        grid = torch.linspace(
+            float(ev.min()) - 0.05 * scale,
+            float(ev.max()) + 0.05 * scale,
+            1500,
+            dtype=torch.float64,
+        )
+        eta = 2 * float(grid[1] - grid[0])
+        rho_free = fs.density(grid, eta)
+        cdf_free = cdf_from_density(grid, rho_free)
+        sigma = 0.01 * scale
+        rho_slq = hs.slq_density(nodes, weights, grid, sigma)
+        cdf_slq = cdf_from_density(grid, rho_slq)
+        m = {
+            f"{tag}/loss": op.loss(),
+            f"{tag}/params": op.dim,
+            f"{tag}/lambda_max_exact": float(ev[-1]),
+            f"{tag}/lambda_max_lanczos": float(top[0]),
+            f"{tag}/top{self.top_k}_max_rel_err": float(
+                ((top - ev.flip(0)[: len(top)]) / ev[-1]).abs().max()
+            ),
+            f"{tag}/trace_exact": float(ev.sum()),
+            f"{tag}/trace_hutchinson": tr,
+            f"{tag}/trace_hutchinson_se": tr_se,
+            f"{tag}/trace_slq": hs.slq_trace(nodes, weights, op.dim),
+            f"{tag}/index_exact": hs.index(ev, tol),
+            f"{tag}/index_slq": hs.slq_index(nodes, weights, tol),
+            f"{tag}/index_free_h0_plus_h1": float(cdf_free[grid < -tol][-1])
+            if bool((grid < -tol).any())
+            else 0.0,
+            f"{tag}/ks_slq_vs_exact": empirical_cdf_distance(ev, grid, cdf_slq),
+            f"{tag}/ks_free_sum_vs_exact": empirical_cdf_distance(ev, grid, cdf_free),
+            f"{tag}/h0_min_eig": float(ev0[0]),
+            f"{tag}/h1_norm_rel": float(ev1.abs().max()) / scale,
+        }
+        self.metrics.update(m)
+        return {
+            "eig": ev,
+            "eig_h0": ev0,
+            "eig_h1": ev1,
+            "grid": grid,
+            "rho_slq": rho_slq,
+            "rho_free": rho_free,
+            "slq_nodes": nodes,
+            "slq_weights": weights,
+            "metrics": m,
+        }
+
+    def compute(self) -> None:
+        x, y = _digits(self.samples, torch.float64)
+        model = _mlp([64, *self.hidden, 10], self.activation, self.seed)
+        loss_fn = nn.functional.cross_entropy
+        op = hs.HessianOperator(model, loss_fn, (x, y))
+        out = {"init": self._analyse(op, "init")}
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        for _ in range(self.train_steps):
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        out["trained"] = self._analyse(op, "trained")
+        out["cost"] = self._cost(x, y)
+        self.results = {"hidden": self.hidden, "samples": self.samples, **out}
+        if (path := self.plot_path("spectra")) is not None:
+            panels = []
+            for tag in ("init", "trained"):
+                r = out[tag]
+                panels.append(
+                    {
+                        "exact": r["eig"],
+                        "curves": [
+                            (
+                                r["grid"],
+                                r["rho_slq"],
+                                f"SLQ ({self.probes} probes x {self.lanczos_steps} steps)",
+                            ),
+                            (r["grid"], r["rho_free"], "free sum H0 + H1"),
+                        ],
+                        "title": f"{tag}: loss {r['metrics'][f'{tag}/loss']:.3f}, index "
+                        f"{r['metrics'][f'{tag}/index_exact']:.3f}",
+                    }
+                )
+            r = out["trained"]
+            panels.append(
+                {
+                    "exact": None,
+                    "curves": [
+                        (
+                            r["grid"],
+                            hs.slq_density(
+                                r["eig_h0"][None],
+                                torch.full(
+                                    (1, len(r["eig_h0"])), 1 / len(r["eig_h0"]), dtype=torch.float64
+                                ),
+                                r["grid"],
+                                0.01 * float(r["eig"].abs().max()),
+                            ),
+                            "H0 (Gauss-Newton)",
+                        ),
+                        (
+                            r["grid"],
+                            hs.slq_density(
+                                r["eig_h1"][None],
+                                torch.full(
+                                    (1, len(r["eig_h1"])), 1 / len(r["eig_h1"]), dtype=torch.float64
+                                ),
+                                r["grid"],
+                                0.01 * float(r["eig"].abs().max()),
+                            ),
+                            "H1 (residual)",
+                        ),
+                    ],
+                    "title": "trained: H = H0 + H1 (exact, smoothed)",
+                }
+            )
+            plots.spectra(panels, path)
+
+    def _cost(self, x: Tensor, y: Tensor) -> dict:
+        """SLQ on the larger MLP: its cost in HVPs and seconds, HVP time / gradient time."""
+        model = _mlp([64, *self.large_hidden, 10], self.activation, self.seed)
+        op = hs.HessianOperator(model, nn.functional.cross_entropy, (x, y))
+        v = torch.randn(op.dim, dtype=torch.float64)
+
+        def best(fn, reps: int = 7) -> float:
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times))
+
+        t_grad, t_hvp = best(op.gradient), best(lambda: op.matvec(v))
+        op.hvps = 0
+        t0 = time.perf_counter()
+        nodes, weights = hs.slq(op, self.lanczos_steps, self.probes, self.seed, progress=True)
+        t_slq = time.perf_counter() - t0
+        c = {
+            "large/params": op.dim,
+            "large/grad_time_s": t_grad,
+            "large/hvp_time_s": t_hvp,
+            "large/hvp_over_grad": t_hvp / t_grad,
+            "large/slq_hvps": op.hvps,
+            "large/slq_time_s": t_slq,
+            "large/lambda_max_slq": float(nodes[torch.isfinite(nodes)].max()),
+        }
+        self.metrics.update(c)
+        return c
+
+
+class SpinGlassModule(TheoryModule):
+    """Spherical pure p-spin glass: projected gradient descent from many random starts for
+    several N, energies per site against -E_0 and -E_inf, Riemannian Hessian index of the
+    points found, and the complexity curves Theta_p, Theta_{k,p} (Choromanska et al. 2015's
+    spin-glass panel; Auffinger, Ben Arous & Cerny 2013)."""
+
+    def __init__(
+        self,
+        p: Annotated[int, Range(ge=2, le=6)] = 3,
+        sizes: list[Annotated[int, Range(ge=2, le=400)]] = (25, 50, 100),
+        restarts: Annotated[int, Range(ge=2, le=4000)] = 200,
+        steps: Annotated[int, Range(ge=1, le=20000)] = 400,
+        lr: Annotated[float, Range(gt=0, le=0.2)] = 0.1,
+        momentum: Annotated[float, Range(ge=0, le=0.95)] = 0.8,
+        index_points: Annotated[int, Range(ge=1, le=200)] = 40,
+        max_k: Annotated[int, Range(ge=0, le=20)] = 3,
+        seed: Seed = 0,
+        name: str = "spin_glass",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.p, self.sizes = int(p), [int(n) for n in sizes]
+        if not self.sizes:
+            raise ConfigError("module.sizes=[] is empty: give at least one N")
+        for n in self.sizes:
+            if float(n) ** self.p > 2.5e8:
+                raise ConfigError(
+                    f"module.sizes={n} with module.p={self.p}: N^p = {float(n) ** self.p:.3g} "
+                    "couplings exceed 2.5e8 (1 GB); use a smaller N or p"
+                )
+        self.restarts, self.steps, self.lr = int(restarts), int(steps), float(lr)
+        self.momentum, self.index_points, self.max_k = (
+            float(momentum),
+            int(index_points),
+            int(max_k),
+        )
+        self.seed = int(seed)
+
+    def compute(self) -> None:
+        p = self.p
+        ei, e0 = e_inf(p), energy_threshold(p)
+        energies, index, table = {}, {}, []
+        for n in self.sizes:
+            sg = SphericalPSpin(n, p, self.seed, torch.float32)
+            t0 = time.perf_counter()
+            r = sg.descend(
+                sg.random_points(self.restarts, self.seed + 1),
+                self.lr,
+                self.steps,
+                momentum=self.momentum,
+                progress=True,
+            )
+            dt = time.perf_counter() - t0
+            e = r["energy"].double()
+            k = min(self.index_points, self.restarts)
+            pts = r["sigma"][:k].double()
+            sg64 = SphericalPSpin(n, p, self.seed, torch.float64)
+            eig = sg64.riemannian_hessian_eigenvalues(pts)
+            idx = (eig < -1e-6 * eig.abs().amax(-1, keepdim=True)).double().mean(-1)
+            energies[n], index[n] = e, {"energy": e[:k], "index": idx, "lambda_min": eig[:, 0]}
+            row = {
+                "N": n,
+                "restarts": self.restarts,
+                "mean": float(e.mean()),
+                "sd": float(e.std()),
+                "min": float(e.min()),
+                "max": float(e.max()),
+                "grad_rms_max": float(r["grad_rms"].max()),
+                "steps": r["steps"],
+                "time_s": dt,
+                "index_mean": float(idx.mean()),
+                "lambda_min_mean": float(eig[:, 0].mean()),
+            }
+            table.append(row)
+            for key in ("mean", "sd", "min", "grad_rms_max", "index_mean", "time_s"):
+                self.metrics[f"N={n}/{key}"] = row[key]
+        u = torch.linspace(-e0 - 0.1, 0.2, 600, dtype=torch.float64)
+        theta = complexity(u, p)
+        theta_k = {k: complexity_k(u, k, p) for k in range(self.max_k + 1)}
+        self.metrics.update({"E_inf": ei, "E_0": e0})
+        if p > 2:
+            for k in range(self.max_k + 1):
+                self.metrics[f"E_{k}_index"] = energy_threshold(p, k)
+        self.results = {
+            "p": p,
+            "E_inf": ei,
+            "E_0": e0,
+            "table": table,
+            "energies": energies,
+            "index": index,
+            "complexity": {"u": u, "theta": theta, "theta_k": theta_k},
+        }
+        if (path := self.plot_path("energies")) is not None:
+            plots.spin_glass(self.results, path)
+
+
+__all__ = [
+    "FreeProbabilityModule",
+    "HessianSpectrumModule",
+    "JacobianDensityModule",
+    "SpinGlassModule",
+]
