@@ -25,11 +25,13 @@ from scatterlab.shallow import twolayer as tl
 Width = Annotated[int, Range(ge=1, le=65536)]
 AlignWidth = Annotated[int, Range(ge=1, le=4096)]
 Dim = Annotated[int, Range(ge=1, le=4096)]
-Samples = Annotated[int, Range(ge=1, le=100_000)]
+Samples = Annotated[int, Range(ge=1, le=20_000)]
 Seeds = Annotated[int, Range(ge=1, le=100)]
 Steps = Annotated[int, Range(ge=1, le=1_000_000)]
 Alpha = Annotated[float, Range(gt=0, le=1e8)]
 RFActivation = Literal["relu", "erf", "modulus"]
+Activations = Annotated[list[RFActivation], Range(ge=1)]  # a list's Range bounds its length
+Dims = Annotated[list[Dim], Range(ge=1)]
 
 
 def _nonempty(values: list, key: str) -> list:
@@ -43,7 +45,16 @@ def _finite(x: torch.Tensor, what: str) -> None:
         raise ConfigError(f"{what} diverged (non-finite loss): use a smaller module.lr")
 
 
-class RandomFeaturesKernelModule(TheoryModule):
+class _ShallowModule(TheoryModule):
+    """TheoryModule whose metrics.json keeps finite numbers only (a slope that cannot be
+    fitted, e.g. no activation pattern changed at all, is left out rather than written nan)."""
+
+    def metric(self, key: str, value: float) -> None:
+        if math.isfinite(value):
+            self.metrics[key] = float(value)
+
+
+class RandomFeaturesKernelModule(_ShallowModule):
     """Empirical random-feature kernels against their closed-form limits, and the error vs m.
 
     activations: relu | erf | modulus; dims: input dimensions; widths: m; n: inputs, uniform on
@@ -53,12 +64,12 @@ class RandomFeaturesKernelModule(TheoryModule):
 
     def __init__(
         self,
-        activations: list[RFActivation] = ("relu", "erf", "modulus"),
-        dims: list[Dim] = (3, 100),
-        widths: list[Width] = (16, 64, 256, 1024, 4096, 16384),
-        n: Annotated[int, Range(ge=2, le=2048)] = 200,
+        activations: Activations = ("relu", "erf", "modulus"),
+        dims: Dims = (3, 100),
+        widths: Annotated[list[Width], Range(ge=2)] = (16, 64, 256, 1024, 4096, 16384),
+        n: Annotated[int, Range(ge=2, le=2048)] = 128,
         seeds: Seeds = 4,
-        check_width: Annotated[int, Range(ge=1, le=2**22)] = 2**18,
+        check_width: Annotated[int, Range(ge=1, le=2**22)] = 2**20,
         seed: Seed = 0,
         name: str = "random_features_kernel",
         output_dir: str | None = None,
@@ -80,10 +91,10 @@ class RandomFeaturesKernelModule(TheoryModule):
                 err = rf.kernel_errors(x, self.widths, act, self.seeds, seed=self.seed + d)
                 fit = rf.fit_exponent(self.widths, err)
                 rows.append({"activation": act, "d": d, "errors": err, **fit})
-                self.metrics[f"kernel_slope/{act}/d={d}"] = fit["slope"]
-                self.metrics[f"kernel_slope_se/{act}/d={d}"] = fit["slope_se"]
-                self.metrics[f"kernel_error_at_max_m/{act}/d={d}"] = float(
-                    np.sqrt((err[:, -1] ** 2).mean())
+                self.metric(f"kernel_slope/{act}/d={d}", fit["slope"])
+                self.metric(f"kernel_slope_se/{act}/d={d}", fit["slope_se"])
+                self.metric(
+                    f"kernel_error_at_max_m/{act}/d={d}", float(np.sqrt((err[:, -1] ** 2).mean()))
                 )
         # closed form against Monte Carlo at fixed angles, |x| = |x'| = 1
         angles = torch.linspace(0, math.pi, 9, dtype=torch.float64)
@@ -94,13 +105,13 @@ class RandomFeaturesKernelModule(TheoryModule):
             exact = rf.limit_kernel(pts[:1], pts, act)[0]
             mc = rf.empirical_kernel(pts[:1], pts, self.check_width, act, gen)[0]
             check["kernels"][act] = {"closed_form": exact, "monte_carlo": mc}
-            self.metrics[f"closed_form_max_abs_err/{act}"] = float((mc - exact).abs().max())
+            self.metric(f"closed_form_max_abs_err/{act}", float((mc - exact).abs().max()))
         self.results = {"widths": self.widths, "n": self.n, "errors": rows, "check": check}
         if (path := self.plot_path("errors")) is not None:
             plots.kernel_errors(_np(self.results), path)
 
 
-class RandomFeaturesRainbowModule(TheoryModule):
+class RandomFeaturesRainbowModule(_ShallowModule):
     """Procrustes (rainbow) alignment of two independent random-feature maps against m.
 
     The alignment A is fitted on n_fit inputs (uniform on the sphere S^{d-1}) and its error
@@ -111,11 +122,11 @@ class RandomFeaturesRainbowModule(TheoryModule):
 
     def __init__(
         self,
-        activations: list[RFActivation] = ("relu", "erf", "modulus"),
-        dims: list[Dim] = (4, 16, 64),
-        widths: list[AlignWidth] = (16, 32, 64, 128, 256, 512),
-        n_fit: Annotated[int, Range(ge=2, le=65536)] = 4096,
-        n_test: Annotated[int, Range(ge=1, le=65536)] = 1024,
+        activations: Activations = ("relu", "erf", "modulus"),
+        dims: Dims = (4, 16, 64),
+        widths: Annotated[list[AlignWidth], Range(ge=2)] = (16, 32, 64, 128, 256),
+        n_fit: Annotated[int, Range(ge=2, le=65536)] = 2048,
+        n_test: Annotated[int, Range(ge=1, le=65536)] = 512,
         seeds: Annotated[int, Range(ge=1, le=20)] = 2,
         seed: Seed = 0,
         name: str = "random_features_rainbow",
@@ -161,9 +172,9 @@ class RandomFeaturesRainbowModule(TheoryModule):
                     }
                 )
                 key = f"{act}/d={d}"
-                self.metrics[f"alignment_slope/{key}"] = slope["slope"]
-                self.metrics[f"alignment_tail_slope/{key}"] = tail
-                self.metrics[f"alignment_error_at_max_m/{key}"] = float(test[:, -1].mean())
+                self.metric(f"alignment_slope/{key}", slope["slope"])
+                self.metric(f"alignment_tail_slope/{key}", tail)
+                self.metric(f"alignment_error_at_max_m/{key}", float(test[:, -1].mean()))
         bar.close()
         self.results = {
             "widths": self.widths,
@@ -185,7 +196,7 @@ def _data(d: int, m0: int, n: int, n_test: int, gen: torch.Generator) -> tuple:
     return w_star, a_star, x, y, x_test, y_test
 
 
-class MeanFieldTwoLayerModule(TheoryModule):
+class MeanFieldTwoLayerModule(_ShallowModule):
     """Teacher-student in the mean-field scaling: GD on the particles against the width m.
 
     d: input dimension; m0: teacher neurons; widths: student widths m; seeds: runs per width
@@ -194,11 +205,20 @@ class MeanFieldTwoLayerModule(TheoryModule):
     when its final training loss is below tol times the loss of the zero predictor.
     """
 
+    CONFIG_CHECKS = (("max(widths) >= m0", "add a student width >= module.m0 or lower m0"),)
+
     def __init__(
         self,
         d: Annotated[int, Range(ge=2, le=1000)] = 2,
         m0: Annotated[int, Range(ge=1, le=100)] = 5,
-        widths: list[Annotated[int, Range(ge=1, le=10_000)]] = (5, 10, 20, 40, 80, 160),
+        widths: Annotated[list[Annotated[int, Range(ge=1, le=4000)]], Range(ge=1)] = (
+            5,
+            10,
+            20,
+            40,
+            80,
+            160,
+        ),
         seeds: Annotated[int, Range(ge=1, le=64)] = 8,
         steps: Steps = 3000,
         lr: Annotated[float, Range(gt=0, le=10)] = 0.2,
@@ -236,7 +256,7 @@ class MeanFieldTwoLayerModule(TheoryModule):
             r = tl.train(x, y, w, a, self.steps, self.lr, x_test=x_test, y_test=y_test, record=rec)
             _finite(r["loss"][:, -1], f"mean-field GD at m={m}")
             rel = r["loss"][:, -1] / zero_loss
-            dist = tl.transport_distance(r["w"], r["a"], w_star, a_star)
+            dist = tl.measure_distance(r["w"], r["a"], w_star, a_star)
             med = r["loss"].median(0).values
             # late-time rate: log-log slope of the median loss over the last decade of steps
             late = r["steps"] >= max(self.steps // 10, 1)
@@ -260,13 +280,13 @@ class MeanFieldTwoLayerModule(TheoryModule):
                 }
             )
             key = f"m={m}"
-            self.metrics[f"final_rel_loss_median/{key}"] = float(rel.median())
-            self.metrics[f"distance_median/{key}"] = float(dist.median())
-            self.metrics[f"converged_fraction/{key}"] = runs[-1]["converged_fraction"]
+            self.metric(f"final_rel_loss_median/{key}", float(rel.median()))
+            self.metric(f"distance_median/{key}", float(dist.median()))
+            self.metric(f"converged_fraction/{key}", runs[-1]["converged_fraction"])
             if rec:
                 traj[m] = {"w": r["traj_w"][:, 0].numpy(), "a": r["traj_a"][:, 0].numpy()}
         widest = runs[-1]
-        self.metrics["late_loss_slope/widest"] = widest["late_loss_slope"]
+        self.metric("late_loss_slope/widest", widest["late_loss_slope"])
         self.results = {
             "d": self.d,
             "m0": self.m0,
@@ -279,7 +299,7 @@ class MeanFieldTwoLayerModule(TheoryModule):
             plots.meanfield(_np(self.results), traj, teacher, path)
 
 
-class LazyTrainingModule(TheoryModule):
+class LazyTrainingModule(_ShallowModule):
     """The output-scale family alpha (f(theta) - f(theta_0)), loss / alpha^2, against alpha.
 
     One initialisation theta_0 (width m) is trained for every alpha at once; per activation
@@ -291,13 +311,18 @@ class LazyTrainingModule(TheoryModule):
     paper's), under which the second-order term of a smooth model cancels.
     """
 
+    CONFIG_CHECKS = (("m % 2 == 0 or not symmetric", "use an even module.m with symmetric=true"),)
+
     def __init__(
         self,
         d: Annotated[int, Range(ge=2, le=1000)] = 2,
         m0: Annotated[int, Range(ge=1, le=100)] = 5,
         m: Annotated[int, Range(ge=2, le=10_000)] = 100,
-        alphas: list[Alpha] = (1, 3, 10, 30, 100, 300, 1000, 3000),
-        activations: list[Literal["relu", "softplus"]] = ("relu", "softplus"),
+        alphas: Annotated[list[Alpha], Range(ge=2)] = (1, 3, 10, 30, 100, 300, 1000, 3000),
+        activations: Annotated[list[Literal["relu", "softplus"]], Range(ge=1)] = (
+            "relu",
+            "softplus",
+        ),
         steps: Steps = 1000,
         lr: Annotated[float, Range(gt=0, le=10)] = 0.2,
         init_scale: Annotated[float, Range(gt=0, le=10)] = 1.0,
@@ -351,6 +376,7 @@ class LazyTrainingModule(TheoryModule):
             k = lz.tangent_kernel_two_layer(x, x, w0[0], a0[0], act) * self.m
             k_test = lz.tangent_kernel_two_layer(x_test, x, w0[0], a0[0], act) * self.m
             lin = lz.linearised_predictions(k, k_test, y, self.steps, self.lr)
+            _finite(lin["test"], f"the linearised model ({act})")
             g_test = alphas[:, None] * (
                 tl.forward(x_test, r["w"], r["a"], act) - tl.forward(x_test, w0, a0, act)
             )
@@ -373,10 +399,10 @@ class LazyTrainingModule(TheoryModule):
                     else float("nan")
                 )
                 row[f"{key}_slope"] = slope
-                self.metrics[f"{key}_slope/{act}"] = slope
-            self.metrics[f"linear_test_loss/{act}"] = row["linear_test_loss"]
-            self.metrics[f"test_loss_at_max_alpha/{act}"] = float(row["test_loss"][-1])
-            self.metrics[f"test_loss_at_min_alpha/{act}"] = float(row["test_loss"][0])
+                self.metric(f"{key}_slope/{act}", slope)
+            self.metric(f"linear_test_loss/{act}", row["linear_test_loss"])
+            self.metric(f"test_loss_at_max_alpha/{act}", float(row["test_loss"][-1]))
+            self.metric(f"test_loss_at_min_alpha/{act}", float(row["test_loss"][0]))
             by_act[act] = row
             if "traj_w" in r:
                 for i in (0, s - 1):

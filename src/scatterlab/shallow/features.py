@@ -161,7 +161,7 @@ def fit_exponent(widths: Sequence[float], values: np.ndarray) -> dict[str, float
     seeds (`slope`) and the mean and standard error of the per-seed slopes
     (`slope_mean`, `slope_se`)."""
     logw = np.log(np.asarray(widths, dtype=float))
-    v = np.atleast_2d(np.asarray(values, dtype=float))
+    v = np.atleast_2d(np.asarray(values, dtype=float)).clip(1e-300)  # an exact 0: no -inf
     rms = np.sqrt((v**2).mean(0))
     out = {"slope": float(np.polyfit(logw, np.log(rms), 1)[0])}
     per_seed = [float(np.polyfit(logw, np.log(row), 1)[0]) for row in v]
@@ -189,7 +189,7 @@ def alignment(
     d = x_fit.shape[1]
     w1 = sample_weights(m, d, activation, generator)
     w2 = sample_weights(m, d, activation, generator)
-    acc = MomentAccumulator(m, m, compute_dtype=torch.float64)
+    acc = MomentAccumulator(m, m)  # float32 products, float64 sums (rainbow.stats)
     for start in range(0, x_fit.shape[0], BLOCK):
         xb = x_fit[start : start + BLOCK]
         acc.update(feature_map(xb, w1, activation), feature_map(xb, w2, activation))

@@ -171,31 +171,38 @@ def train(
     return res
 
 
-def transport_distance(w: Tensor, a: Tensor, w_star: Tensor, a_star: Tensor) -> Tensor:
-    """Distance of the student's measure to the teacher's, relative to the teacher's mass.
+def measure_distance(
+    w: Tensor, a: Tensor, w_star: Tensor, a_star: Tensor, kappa: float = 20.0
+) -> Tensor:
+    """Distance of the student's measure to the teacher's, relative to the teacher's norm.
 
     By 2-homogeneity of relu, neuron (w, a) is the signed mass a |w| / m at the direction
     u = w / |w|. Since relu(t) - relu(-t) = t, a network determines its measure only up to odd
     parts with zero first moment: a mass at -u is worth the same mass at u plus a linear
     function, and gradient descent does end on such equivalent measures. So the measures are
-    compared folded onto directions up to sign: each student mass is moved to the nearest
-    teacher direction +-u*_j (cost: mass x angle, at most pi/2), then the mismatch of signed
-    mass at each teacher atom is paid (cost 1 per unit created or destroyed). This bounds the
-    flat (bounded-Lipschitz) distance of the folded measures from above, and is 0 iff the
-    student's folded measure is the teacher's. w (S, m, d), a (S, m), w_star (m0, d),
-    a_star (m0,) -> (S,), divided by the teacher's total mass.
+    compared folded onto directions up to sign, by the kernel distance (MMD)
+    |mu - nu|_k with k(u, v) = exp(-kappa (1 - <u, v>^2)), a Gaussian kernel of the lines
+    u u^T (characteristic, so 0 iff the folded measures are equal; it resolves angles of
+    about 1 / sqrt(kappa)). w (S, m, d), a (S, m), w_star (m0, d), a_star (m0,) -> (S,),
+    divided by |nu|_k.
     """
     m, m0 = w.shape[1], w_star.shape[0]
     norm = w.norm(dim=-1)
-    mass = a.abs() * norm / m  # (S, m)
+    signed = torch.sign(a) * a.abs() * norm / m  # (S, m)
     u = w / norm[..., None].clamp_min(1e-300)
     u_star = w_star / w_star.norm(dim=-1, keepdim=True)
-    cos = torch.einsum("smd,jd->smj", u, u_star).abs().clamp(max=1)
-    best, j = cos.max(-1)
-    move = (mass * torch.arccos(best)).sum(-1)
-    gathered = torch.zeros(w.shape[0], m0, dtype=w.dtype).scatter_add_(1, j, torch.sign(a) * mass)
     target = torch.sign(a_star) * a_star.abs() * w_star.norm(dim=-1) / m0
-    return (move + (gathered - target).abs().sum(-1)) / target.abs().sum()
+
+    def k(p: Tensor, q: Tensor) -> Tensor:
+        return torch.exp(-kappa * (1 - (p @ q.T) ** 2))
+
+    tt = target @ k(u_star, u_star) @ target
+    out = []
+    for s in range(w.shape[0]):  # one run at a time: memory m^2, not S m^2
+        ss = signed[s] @ k(u[s], u[s]) @ signed[s]
+        st = signed[s] @ k(u[s], u_star) @ target
+        out.append((ss - 2 * st + tt).clamp_min(0).sqrt())
+    return torch.stack(out) / tt.sqrt()
 
 
 def relative_change(w: Tensor, a: Tensor, w0: Tensor, a0: Tensor) -> Tensor:

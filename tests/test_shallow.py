@@ -1,0 +1,262 @@
+"""Wide shallow networks (scatterlab.shallow): kernels, rainbow alignment, mean field, lazy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
+from scatterlab.config_check import validate_config
+from scatterlab.errors import ConfigError
+from scatterlab.modules import shallow as modules
+from scatterlab.shallow import features as rf
+from scatterlab.shallow import lazy as lz
+from scatterlab.shallow import twolayer as tl
+from tests.conftest import ROOT, read_metrics, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def unit(angles: list[float]) -> torch.Tensor:
+    t = torch.tensor(angles, dtype=torch.float64)
+    return torch.stack([torch.cos(t), torch.sin(t)], 1)
+
+
+# --- random features ---------------------------------------------------------------------
+def test_closed_forms_at_known_angles():
+    x = unit([0.0])
+    y = unit([0.0, math.pi / 2, math.pi])
+    relu = rf.limit_kernel(x, y, "relu")[0]
+    # arc-cosine of order 1: (sin t + (pi - t) cos t) / (2 pi)
+    assert relu.tolist() == pytest.approx([0.5, 1 / (2 * math.pi), 0.0], abs=1e-12)
+    erf = rf.limit_kernel(x, y, "erf")[0]
+    assert erf.tolist() == pytest.approx(
+        [2 / math.pi * math.asin(2 / 3), 0.0, -2 / math.pi * math.asin(2 / 3)], abs=1e-12
+    )
+    # E|h|^2 = 1 at t = 0; E|h1||h2| = (pi/4) for independent circular Gaussians (t = pi/2)
+    mod = rf.limit_kernel(x, y, "modulus")[0]
+    assert mod.tolist() == pytest.approx([1.0, math.pi / 4, 1.0], abs=1e-9)
+    # scaling: relu and modulus are 2-homogeneous in (|x|, |x'|)
+    assert float(rf.limit_kernel(3 * x, 2 * y, "relu")[0, 1]) == pytest.approx(6 / (2 * math.pi))
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "modulus"])
+def test_monte_carlo_kernel_converges_to_closed_form(activation):
+    x, y = unit([0.0]), unit([0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi])
+    gen = torch.Generator().manual_seed(0)
+    m = 2**22
+    mc = rf.empirical_kernel(x, y, m, activation, gen, block=2**19)[0]
+    exact = rf.limit_kernel(x, y, activation)[0]
+    assert (mc - exact).abs().max() < 1e-3
+    # a wrong closed form (e.g. the order-0 arc-cosine for relu) is far off at this m
+    if activation == "relu":
+        order0 = 1 - torch.arccos(torch.tensor([1.0, 0.7071, 0.0, -0.7071, -1.0])) / math.pi
+        assert (mc - order0.double() / 2).abs().max() > 0.05
+
+
+def test_kernel_error_exponent_is_minus_one_half():
+    x = rf.sphere(64, 5, torch.Generator().manual_seed(1))
+    widths = [16, 64, 256, 1024, 4096]
+    err = rf.kernel_errors(x, widths, "relu", seeds=6)
+    fit = rf.fit_exponent(widths, err)
+    assert abs(fit["slope"] + 0.5) < 0.1
+    assert err[:, -1].mean() < err[:, 0].mean() / 8
+
+
+def test_block_kernel_matches_one_shot_features():
+    gen = torch.Generator().manual_seed(2)
+    x = rf.sphere(7, 3, gen)
+    k_blocks = rf.empirical_kernel(x, x, 300, "erf", torch.Generator().manual_seed(3), block=64)
+    # the same weights drawn in blocks of 64: rebuild them and form phi phi^T at once
+    g = torch.Generator().manual_seed(3)
+    w = torch.cat([rf.sample_weights(b, 3, "erf", g) for b in (64, 64, 64, 64, 44)])
+    phi = rf.feature_map(x, w, "erf")
+    assert torch.allclose(k_blocks, phi @ phi.T, atol=1e-12)
+
+
+def test_alignment_is_the_bures_distance_and_shrinks_with_width():
+    gen = torch.Generator().manual_seed(4)
+    x = rf.sphere(32, 3, gen)
+    # m >= n: on the fit set the Procrustes error is the Bures distance of the Gram matrices
+    w1, w2 = rf.sample_weights(64, 3, "relu", gen), rf.sample_weights(64, 3, "relu", gen)
+    p1, p2 = rf.feature_map(x, w1, "relu"), rf.feature_map(x, w2, "relu")
+    from scatterlab.rainbow import align
+
+    al = align(p1.T @ p2 / 32, float((p1**2).sum() / 32), float((p2**2).sum() / 32))
+    assert al.error == pytest.approx(rf.bures_error(p1 @ p1.T, p2 @ p2.T), rel=1e-6, abs=1e-9)
+    # held-out error decreases with m (n_fit >> m)
+    x_fit, x_test = rf.sphere(2048, 3, gen), rf.sphere(256, 3, gen)
+    errs = [
+        np.mean([rf.alignment(x_fit, x_test, m, "relu", gen)["test_error"] for _ in range(2)])
+        for m in (8, 32, 128)
+    ]
+    assert errs[0] > 2 * errs[1] > 4 * errs[2]
+
+
+# --- mean field --------------------------------------------------------------------------
+def test_wide_student_recovers_a_one_neuron_teacher():
+    gen = torch.Generator().manual_seed(5)
+    w_star, a_star = tl.teacher(2, 1, gen)
+    x = torch.randn(128, 2, dtype=torch.float64, generator=gen)
+    y = tl.forward(x, w_star[None], a_star[None])[0]
+    w, a = tl.init_particles(2, 64, 2, 0.5, gen)
+    r = tl.train(x, y, w, a, 2000, 0.2, progress=False)
+    loss = r["loss"]
+    assert (loss[:, -1] < 1e-4 * loss[:, 0]).all()
+    assert (loss[:, 1:] <= loss[:, :-1] * (1 + 1e-9)).all()  # GD decreases the loss
+    # the measure converges too (more slowly: 0.13 after 500 steps, 0.03 after 8000)
+    dist = tl.measure_distance(r["w"], r["a"], w_star, a_star)
+    assert (dist < 0.1).all()
+    assert (tl.measure_distance(w, a, w_star, a_star) > 0.9).all()
+
+
+def test_distance_is_zero_on_the_teacher_and_sees_equivalent_measures():
+    w_star, a_star = tl.teacher(2, 5)
+    # the teacher as a student of width 10 (each neuron twice): distance 0
+    w, a = w_star.repeat(2, 1)[None], a_star.repeat(2)[None]
+    assert float(tl.measure_distance(w, a, w_star, a_star)) == pytest.approx(0, abs=1e-6)
+    # a neuron at -u instead of u (same function up to a linear part): still distance 0
+    w2 = w.clone()
+    w2[0, 0] = -w2[0, 0]
+    assert float(tl.measure_distance(w2, a, w_star, a_star)) == pytest.approx(0, abs=1e-6)
+    # half the mass missing: distance 1/2
+    a3 = a.clone()
+    a3[0, 5:] = 0
+    assert float(tl.measure_distance(w, a3, w_star, a_star)) == pytest.approx(0.5)
+
+
+def test_meanfield_student_of_teacher_width_fails_where_wide_ones_succeed():
+    mod = modules.MeanFieldTwoLayerModule(widths=[5, 40], seeds=6, steps=1500, plot_widths=[])
+    mod.compute()
+    assert mod.metrics["converged_fraction/m=40"] >= 5 / 6
+    assert mod.metrics["converged_fraction/m=5"] <= 0.5
+    assert mod.metrics["final_rel_loss_median/m=40"] < mod.metrics["final_rel_loss_median/m=5"] / 30
+
+
+# --- lazy training -----------------------------------------------------------------------
+def test_tangent_kernel_exact_equals_jacobian_products():
+    gen = torch.Generator().manual_seed(6)
+    w, a = tl.init_particles(1, 12, 3, 1.0, gen)
+    x1, x2 = (
+        torch.randn(5, 3, dtype=torch.float64, generator=gen),
+        torch.randn(4, 3, dtype=torch.float64, generator=gen),
+    )
+    for act in ("relu", "softplus"):
+
+        def fn(p, x, act=act):
+            return tl.forward(x, p["w"][None], p["a"][None], act)[0]
+
+        k = lz.tangent_kernel(fn, {"w": w[0], "a": a[0]}, x1, x2)
+        assert torch.allclose(k, lz.tangent_kernel_two_layer(x1, x2, w[0], a[0], act), atol=1e-14)
+
+
+def test_lazy_scalings_in_alpha():
+    mod = modules.LazyTrainingModule(m=40, alphas=[10, 30, 100, 300, 1000], steps=300, n_test=256)
+    mod.compute()
+    m = mod.metrics
+    for act in ("relu", "softplus"):
+        assert abs(m[f"relative_change_slope/{act}"] + 1) < 0.15
+    # the smooth model meets its linearisation at rate 1/alpha (Chizat, Oyallon & Bach)
+    assert abs(m["linear_gap_slope/softplus"] + 1) < 0.3
+    gap = mod.results["by_activation"]["softplus"]["linear_gap"]
+    assert float(gap[-1]) < float(gap[0]) / 30
+    # at large alpha the network's test loss is the linearised model's
+    assert m["test_loss_at_max_alpha/relu"] == pytest.approx(m["linear_test_loss/relu"], rel=0.05)
+
+
+def test_linearised_model_is_kernel_regression():
+    gen = torch.Generator().manual_seed(7)
+    x, y = (
+        torch.randn(6, 2, dtype=torch.float64, generator=gen),
+        torch.randn(6, dtype=torch.float64, generator=gen),
+    )
+    k = x @ x.T + torch.eye(6, dtype=torch.float64)
+    out = lz.linearised_predictions(k, k, y, 4000, 0.5)
+    # long GD on a positive definite kernel interpolates: train predictions -> y
+    assert torch.allclose(out["train"], y, atol=1e-8)
+    assert torch.allclose(out["test"], out["train"], atol=1e-8)
+
+
+# --- configs and runs --------------------------------------------------------------------
+EXPERIMENTS = {
+    "random_features_kernel": modules.RandomFeaturesKernelModule,
+    "random_features_rainbow": modules.RandomFeaturesRainbowModule,
+    "meanfield_two_layer": modules.MeanFieldTwoLayerModule,
+    "lazy_training": modules.LazyTrainingModule,
+}
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_experiment_configs_build_their_module(experiment):
+    cfg = composed(f"experiment={experiment}")
+    validate_config(cfg)
+    assert cfg.train is False and cfg.data is None
+    assert isinstance(instantiate(cfg.module), EXPERIMENTS[experiment])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "experiment=meanfield_two_layer module.widths=[0,10]",
+            "module.widths[0]=0 is out of range",
+        ),
+        ("experiment=lazy_training module.alphas=[0,1]", "module.alphas[0]=0 is out of range"),
+        ("experiment=lazy_training module.alphas=[-1,1]", "module.alphas[0]=-1 is out of range"),
+        (
+            "experiment=meanfield_two_layer module.m0=50 module.widths=[5,10]",
+            "add a student width >= module.m0",
+        ),
+        ("experiment=meanfield_two_layer module.m0=1000", "module.m0=1000 is out of range"),
+        ("experiment=random_features_kernel module.widths=[64]", "module.widths has 1 elements"),
+        ("experiment=random_features_kernel module.activations=[tanh]", "not one of the choices"),
+        ("experiment=lazy_training module.m=7 module.symmetric=true", "even module.m"),
+    ],
+)
+def test_bad_options_are_refused(override, message):
+    with pytest.raises(ConfigError) as e:
+        validate_config(composed(*override.split()))
+    assert message in str(e.value)
+
+
+def test_too_few_alphas_to_fit_and_divergence_are_one_line_errors():
+    with pytest.raises(ConfigError, match="fewer than two alphas"):
+        modules.LazyTrainingModule(alphas=[1, 3, 100], fit_min_alpha=50)
+    mod = modules.MeanFieldTwoLayerModule(widths=[5], steps=200, lr=10.0, seeds=1, plot_widths=[])
+    with pytest.raises(ConfigError, match="diverged"):
+        mod.compute()
+
+
+def test_cli_run_writes_results_and_one_line_error(tmp_path):
+    out = tmp_path / "run"
+    run_cli(
+        "train.py",
+        "experiment=lazy_training",
+        "module.m=20",
+        "module.steps=100",
+        "module.alphas=[1,10,100]",
+        "module.n_test=64",
+        f"hydra.run.dir={out}",
+    )
+    metrics = read_metrics(out)
+    assert metrics["status"] == "ok"
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert "relative_change_slope/relu" in metrics
+    assert json.loads((out / "lazy_training.json").read_text())["alphas"] == [1.0, 10.0, 100.0]
+    assert (out / "lazy_training_scaling.png").stat().st_size > 10_000
+    bad = run_cli("train.py", "experiment=lazy_training", "module.alphas=[0,1]", check=False)
+    assert bad.returncode == 2
+    assert "module.alphas[0]=0 is out of range" in bad.stderr + bad.stdout
