@@ -93,9 +93,10 @@ class ImageDataModule(L.LightningDataModule):
 
     CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
         (
-            "len(mean) in (1, in_channels) and len(std) in (1, in_channels)",
-            "give data.mean and data.std one value, or one per channel (data.in_channels)",
+            "len(mean) in (1, in_channels)",
+            "give data.mean one value, or one per channel (data.in_channels)",
         ),
+        ("len(std) in (1, in_channels)", "give data.std one value, or one per channel"),
     )
 
     def __init__(
