@@ -94,24 +94,25 @@ def ib_curve(
     """The IB curve over increasing `betas`: {"beta", "ixt", "ity", "iterations"} (bits).
 
     p_x (n,), p_y_x (n, m) (float64 is used); `n_clusters` values of T. Each beta starts from
-    the previous solution, perturbed by 1% noise so that a cluster can split (annealing).
+    the previous solution, with duplicate clusters merged and empty ones split off used ones
+    (deterministic annealing, `_resplit`).
     A point whose Lagrangian is worse than the previous encoder's at the same beta (a worse
     local optimum) is replaced by the previous point, which is achievable too.
     """
     # inputs with the same p(y|x) merged: a sufficient statistic, the curve is unchanged
     # (deterministic labels: 2 rows instead of 4096)
-    p_y_x, inv = torch.unique(p_y_x.to(torch.float64), dim=0, return_inverse=True)
+    p_y_x = p_y_x.to(torch.float64)
+    p_y_x = p_y_x / p_y_x.sum(1, keepdim=True)  # rows sum to 1 in float64 too
+    p_y_x, inv = torch.unique(p_y_x, dim=0, return_inverse=True)
     p_x = torch.zeros(len(p_y_x), dtype=torch.float64).index_add_(0, inv, p_x.to(torch.float64))
+    p_x = p_x / p_x.sum()
     g = torch.Generator().manual_seed(seed)
     n = p_x.shape[0]
     q = torch.full((n, n_clusters), 1.0 / n_clusters, dtype=torch.float64)
     out: dict[str, list[float]] = {"beta": [], "ixt": [], "ity": [], "iterations": []}
     best = (0.0, 0.0)
     for beta in torch.as_tensor(betas, dtype=torch.float64).sort().values.tolist():
-        noise = 1 + 0.01 * torch.rand(n, n_clusters, generator=g, dtype=torch.float64)
-        q, iters = iterative_ib(
-            p_x, p_y_x, beta, q * noise / (q * noise).sum(1, keepdim=True), max_iter, tol
-        )
+        q, iters = iterative_ib(p_x, p_y_x, beta, _resplit(q, p_x, p_y_x, g), max_iter, tol)
         ixt, ity = _information(p_x, q, p_y_x)
         # keep the curve monotone: the previous encoder is feasible at this beta as well
         if ity - ixt / beta < best[1] - best[0] / beta:
@@ -122,6 +123,37 @@ def ib_curve(
         out["ity"].append(ity)
         out["iterations"].append(iters)
     return out
+
+
+def _resplit(q: Tensor, p_x: Tensor, p_y_x: Tensor, g: torch.Generator) -> Tensor:
+    """Annealing step between two betas: clusters with the same p(y|t) are merged (they are
+    one value of T), then every empty cluster takes a random share of a used one (the most
+    spread first), so that a cluster can split when beta passes its critical value; 1% noise
+    on top."""
+    q = q.clone()
+    n, k = q.shape
+    p_t = p_x @ q
+    p_y_t = ((q * p_x[:, None]).T @ p_y_x) / p_t.clamp_min(1e-300)[:, None]
+    live = [t for t in range(k) if p_t[t] > 1e-12]
+    for i, a in enumerate(live):
+        for b in live[i + 1 :]:
+            if p_t[b] > 0 and float((p_y_t[a] - p_y_t[b]).abs().max()) < 1e-7:
+                q[:, a] += q[:, b]
+                q[:, b] = 0
+                p_t[a], p_t[b] = p_t[a] + p_t[b], 0.0
+    # split the clusters that hold the most of X first: largest p(t) H(X | T = t)
+    p_xt = q * p_x[:, None]
+    p_x_t = p_xt / p_t.clamp_min(1e-300)[None, :]
+    spread = -(p_xt * p_x_t.clamp_min(1e-300).log()).sum(0)
+    used = sorted((t for t in range(k) if p_t[t] > 1e-12), key=lambda t: -float(spread[t]))
+    empty = [t for t in range(k) if p_t[t] <= 1e-12]
+    for j, d in enumerate(empty):
+        src = used[j % len(used)]
+        share = torch.where(torch.rand(n, generator=g) < 0.5, 0.6, 0.4).to(q.dtype)
+        q[:, d] = q[:, src] * (1 - share)
+        q[:, src] = q[:, src] * share
+    q = q * (1 + 0.01 * torch.rand(n, k, generator=g, dtype=q.dtype))
+    return q / q.sum(1, keepdim=True)
 
 
 def deterministic_bound(ixt: Tensor, h_y: float) -> Tensor:
