@@ -66,7 +66,7 @@ class RandomFeaturesKernelModule(_ShallowModule):
         self,
         activations: Activations = ("relu", "erf", "modulus"),
         dims: Dims = (3, 100),
-        widths: Annotated[list[Width], Range(ge=2)] = (16, 64, 256, 1024, 4096, 16384),
+        widths: Annotated[list[Width], Range(ge=2)] = (16, 64, 256, 1024, 4096),
         n: Annotated[int, Range(ge=2, le=2048)] = 128,
         seeds: Seeds = 4,
         check_width: Annotated[int, Range(ge=1, le=2**22)] = 2**20,

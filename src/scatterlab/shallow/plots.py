@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,6 +18,11 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _width_ticks(ax: plt.Axes, widths: Sequence[int]) -> None:
+    ax.set_xticks(list(widths), [str(m) for m in widths])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _guide(ax: plt.Axes, x: Sequence[float], y0: float, slope: float, label: str) -> None:
@@ -37,6 +43,7 @@ def kernel_errors(res: dict, path: Path) -> Path:
         label = f"{row['activation']} d={row['d']} (slope {row['slope']:.3f})"
         ax.loglog(widths, rms, "o-", color=f"C{i}", ms=3, label=label)
     _guide(ax, widths, 1.0, -0.5, r"$m^{-1/2}$")
+    _width_ticks(ax, widths)
     ax.set_xlabel("width m")
     ax.set_ylabel(r"$\|K_m - K\|_F / \|K\|_F$ (RMS over seeds)")
     ax.legend(fontsize=7)
@@ -65,6 +72,7 @@ def alignment_errors(res: dict, path: Path) -> Path:
             ax.loglog(widths, test, "o-", color=f"C{i}", ms=3, label=label)
             ax.loglog(widths, fit, ":", color=f"C{i}", lw=1)
         _guide(ax, widths, 0.5, -0.5, r"$m^{-1/2}$")
+        _width_ticks(ax, widths)
         ax.set_title(f"{act}: two random maps aligned")
         ax.set_xlabel("width m")
         ax.set_ylabel(r"$E|A\psi - \phi|^2 / E|\phi|^2$ (held out; dotted: fit set)")
