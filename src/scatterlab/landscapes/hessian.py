@@ -267,3 +267,25 @@ def slq_index(nodes: Tensor, weights: Tensor, tol: float = 0.0) -> float:
 def index(eigenvalues: Tensor, tol: float = 0.0) -> float:
     """Fraction of eigenvalues below -tol (the index of a critical point, normalised)."""
     return float((torch.as_tensor(eigenvalues) < -tol).double().mean())
+
+
+def wasserstein1(
+    eigenvalues: Tensor, nodes: Tensor, weights: Tensor | None = None, points: int = 20001
+) -> float:
+    """W_1 distance between the eigenvalue measure (1/P) sum delta(lambda_i) and a weighted
+    measure (nodes (..., k), weights (..., k), averaged over leading dims; None: uniform),
+    int |F_1 - F_2| dx on a fine grid. Unlike a KS distance it does not blow up on the spike of
+    near-zero eigenvalues that a smoothed density cannot resolve."""
+    ev = torch.as_tensor(eigenvalues, dtype=torch.float64).reshape(-1)
+    n = torch.as_tensor(nodes, dtype=torch.float64)
+    w = torch.full_like(n, 1.0 / n.shape[-1]) if weights is None else weights.to(torch.float64)
+    ok = torch.isfinite(n)
+    n, w = n[ok], w[ok] / w[ok].sum()
+    lo, hi = float(min(ev.min(), n.min())), float(max(ev.max(), n.max()))
+    x = torch.linspace(lo, hi, points, dtype=torch.float64)
+    f1 = torch.searchsorted(torch.sort(ev).values, x, right=True).double() / len(ev)
+    order = torch.argsort(n)
+    cw = torch.cumsum(w[order], 0)
+    idx = torch.searchsorted(n[order], x, right=True)
+    f2 = torch.where(idx > 0, cw[(idx - 1).clamp_min(0)], torch.zeros_like(x))
+    return float(torch.trapezoid((f1 - f2).abs(), x))

@@ -121,6 +121,14 @@ class SphericalPSpin:
         self.j = sym / len(perms)
         self.scale = n ** (-(p - 1) / 2)
 
+    def to(self, dtype: torch.dtype) -> SphericalPSpin:
+        """The same Hamiltonian (same couplings) in another dtype (float32 descent, float64
+        Hessians: a fresh float64 draw from the same seed would be another sample)."""
+        other = object.__new__(SphericalPSpin)
+        other.__dict__.update(self.__dict__)
+        other.j, other.dtype = self.j.to(dtype), dtype
+        return other
+
     def random_points(self, batch: int, seed: int = 0) -> Tensor:
         """(batch, N) uniform on the sphere |sigma|^2 = N."""
         g = torch.Generator().manual_seed(seed)
