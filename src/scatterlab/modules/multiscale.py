@@ -3,7 +3,8 @@
 - ``LogConcavityModule`` (claim 1): phi^4 fields by HMC at several beta; per sample the smallest
   eigenvalue of the Hessian of E(x) and of the finest-scale conditional energy
   E(xbar_1 | x_1) in orthogonal wavelet coordinates; per scale, the conditional vs
-  unconditional Hessian spectra of a critical-like Gaussian field (exact marginals).
+  unconditional Hessian spectra of a critical-like Gaussian field (exact marginals); the
+  score-matching fit of the finest conditional energy's couplings against the true ones.
 - ``StepsVsSizeModule`` (claim 3): exact-score SGM and WSGM on Gaussian fields with power-law
   spectra; the exact KL per pixel against the number of sampling steps N, the N needed to
   reach a KL target against the lattice size L, and its fitted exponent.
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from scatterlab.errors import ConfigError
 from scatterlab.modules.theory import TheoryModule
 from scatterlab.multiscale import plots
+from scatterlab.multiscale.cslc import FEATURES, fit_conditional_phi4
 from scatterlab.multiscale.hessian import gaussian_scale_table, neg_laplacian, phi4_min_eigenvalues
 from scatterlab.multiscale.steps import SGMTerms, WSGMTerms, power_law_spectrum, steps_needed
 from scatterlab.ranges import Range, Seed
@@ -124,6 +126,7 @@ class LogConcavityModule(_ThreadedTheory):
             )
             x = generate_phi4(cfg, self.cache_dir, device=self.sim_device, progress=False)[:, 0]
             eig = phi4_min_eigenvalues(x, beta, self.wavelets)
+            fits = {w: fit_conditional_phi4(x, w) for w in self.wavelets}
             row = {
                 "beta": beta,
                 "size": self.size,
@@ -131,12 +134,20 @@ class LogConcavityModule(_ThreadedTheory):
                 "abs_m_mean": float(x.double().mean(dim=(-2, -1)).abs().mean()),
                 "min_eig": {k: _stats(v) for k, v in eig.items()},
                 "min_eig_per_sample": eig,
+                "score_matching": {
+                    "true": [beta, -2.0, 1.0],
+                    "features": list(FEATURES),
+                    **{w: {"theta": f["theta"], "se": f["se"]} for w, f in fits.items()},
+                },
                 "time_s": time.perf_counter() - t0,
             }
             rows.append(row)
             for k, st in row["min_eig"].items():
                 self.metrics[f"min_eig/{k}/beta={beta:g}"] = st["median"]
                 self.metrics[f"fraction_positive/{k}/beta={beta:g}"] = st["fraction_positive"]
+            for w, f in fits.items():
+                for name, v in zip(FEATURES, f["theta"].tolist(), strict=True):
+                    self.metrics[f"score_matching/{w}/beta={beta:g}/{name}"] = v
         n = self.size
         mass2 = self.g_mass2_L * (2 * math.pi / n) ** 2
         prec = self.g_beta * neg_laplacian(n) + 2 * mass2 * torch.eye(n * n, dtype=torch.float64)
@@ -181,7 +192,7 @@ class StepsVsSizeModule(_ThreadedTheory):
         wavelet: str = "haar",
         variance: Literal["large", "small"] = "large",
         n_max: Annotated[int, Range(ge=16, le=65536)] = 16384,
-        curve_steps: list[Annotated[int, Range(ge=1, le=4096)]] = (4, 16, 64, 256, 1024),
+        curve_steps: list[Annotated[int, Range(ge=1, le=4096)]] = (2, 4, 8, 16, 32, 64, 256, 1024),
         num_threads: Annotated[int, Range(ge=1, le=64)] = 1,
         name: str = "steps_vs_size",
         output_dir: str | None = None,
@@ -229,16 +240,20 @@ class StepsVsSizeModule(_ThreadedTheory):
                             cache[n] = t.kl(n, self.T, grid, self.variance)
                         return cache[n]
 
-                    curves.append(
-                        {
-                            "size": size,
-                            "eta": eta,
-                            "grid": grid,
-                            "model": model,
-                            "steps": self.curve_steps,
-                            "kl_per_pixel": [kl_at(n) for n in self.curve_steps],
-                        }
-                    )
+                    curve = {
+                        "size": size,
+                        "eta": eta,
+                        "grid": grid,
+                        "model": model,
+                        "steps": self.curve_steps,
+                        "kl_per_pixel": [kl_at(n) for n in self.curve_steps],
+                    }
+                    if model == "sgm":  # the sampled study's metric, without its MC floor
+                        curve["spectrum_error"] = [
+                            t.spectrum_error(n, self.T, grid, self.variance)
+                            for n in self.curve_steps
+                        ]
+                    curves.append(curve)
                     for eps in self.eps:
                         n = steps_needed(kl_at, eps, self.n_max)
                         rows.append(
