@@ -10,12 +10,14 @@ both also divided by the layer's weight norm || w || (IDNNs' plot_gradients.py n
 the same way), and their ratio snr = mean / std. Early on the mean dominates (snr > 1, drift:
 fast fitting); later the fluctuations dominate (snr < 1, diffusion), which Shwartz-Ziv &
 Tishby tie to the compression phase. The crossing epoch is the first epoch after which snr
-stays below 1. Accumulated in float64 from the gradients the training step computes (no extra
-passes); a full-batch run has one batch per epoch, so std = 0 there: use mini-batches.
+stays below 1 (after a geometric mean over the epochs e/1.2..1.2e). Accumulated in float64
+from the gradients the training step computes (no extra passes); a full-batch run has one
+batch per epoch, so std = 0 there: use mini-batches.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import defaultdict
@@ -85,6 +87,20 @@ class GradientMoments:
                 "batches": self.n,
             }
         return out
+
+
+def geometric_running_mean(
+    values: list[float], epochs: list[int], factor: float = 1.2
+) -> list[float]:
+    """Geometric mean of the values whose epochs lie within [e / factor, e * factor] of each
+    epoch e (a window of constant width on a log axis): single epochs are noisy."""
+    logs = torch.tensor(values, dtype=torch.float64).clamp(1e-300, 1e300).log()
+    csum = torch.cat([torch.zeros(1, dtype=torch.float64), logs.cumsum(0)])
+    out = []
+    for e in epochs:
+        lo, hi = bisect.bisect_left(epochs, e / factor), bisect.bisect_right(epochs, e * factor)
+        out.append(math.exp(float(csum[hi] - csum[lo]) / (hi - lo)))
+    return out
 
 
 def crossing_epoch(epochs: list[int], snr: list[float]) -> int | None:
@@ -157,7 +173,8 @@ class GradientPhasesCallback(Callback):
         for name in self.groups:
             snr = [h["layers"][name]["snr"] for h in self.history if name in h["layers"]]
             if len(snr) == len(epochs) and epochs:
-                cross = crossing_epoch(epochs, snr)
+                # on the running geometric mean (as the plot)
+                cross = crossing_epoch(epochs, geometric_running_mean(snr, epochs))
                 if cross is not None:  # absent: snr never stayed below 1
                     out[f"grad/{name}/crossing_epoch"] = cross
         for layer, peak in compression_start(analysis or []).items():
@@ -213,18 +230,72 @@ def plot_gradients(history: list[dict[str, Any]], path: Path, summary: dict | No
 
     names = list(history[-1]["layers"])
     epochs = [h["epoch"] for h in history]
+    smooth = lambda v: geometric_running_mean(v, epochs)  # noqa: E731
     fig, ax = plt.subplots(figsize=(6, 4.2))
     cmap = plt.get_cmap("viridis")
     for i, n in enumerate(names):
         c = cmap(i / max(len(names) - 1, 1))
-        ax.plot(epochs, [h["layers"][n]["mean_w"] for h in history], "-", color=c, lw=1, label=n)
-        ax.plot(epochs, [h["layers"][n]["std_w"] for h in history], "--", color=c, lw=1)
+        mean = smooth([h["layers"][n]["mean_w"] for h in history])
+        std = smooth([h["layers"][n]["std_w"] for h in history])
+        ax.plot(epochs, mean, "-", color=c, lw=1, label=n)
+        ax.plot(epochs, std, "--", color=c, lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("gradient / ||w||  (solid: mean, dashed: std)")
     ax.legend(fontsize=6, loc="lower left")
-    ax.set_title("drift and diffusion of SGD", fontsize=10)
+    ax.set_title("drift and diffusion of SGD (geometric mean over epochs e/1.2..1.2e)", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Results files of a run: python -m scatterlab.invertible.gradients RUN --out OUT."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="gradient phases of a run: table and plot")
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("results/invertible_gradients"))
+    args = ap.parse_args(argv)
+    doc = json.loads((args.run / "gradients.json").read_text())
+    hist = doc["history"]
+    cb = GradientPhasesCallback()
+    cb.history, cb.groups = hist, dict.fromkeys(hist[-1]["layers"])
+    analysis = args.run / "analysis.json"
+    summary = cb.summary(json.loads(analysis.read_text())["history"] if analysis.exists() else None)
+    plot_gradients(hist, args.out.with_suffix(".png"), summary)
+    lines = [
+        "| layer | snr at epoch 1 | 10 | 100 | last | snr < 1 for good from epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    at = {h["epoch"]: h for h in hist}
+    last = hist[-1]["epoch"]
+    for name in hist[-1]["layers"]:
+        snr = [
+            at[e]["layers"][name]["snr"] if e in at else float("nan") for e in (1, 10, 100, last)
+        ]
+        cross = summary.get(f"grad/{name}/crossing_epoch", "never")
+        lines.append(f"| `{name}` | " + " | ".join(f"{v:.2f}" for v in snr) + f" | {cross} |")
+    peaks = {k.split("/")[-1]: v for k, v in summary.items() if "compression_start" in k}
+    if peaks:
+        lines += ["", "| analysed layer | I(X;T) (binning) peaks at epoch |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in peaks.items()]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    compact = {
+        "summary": summary,
+        "epochs": [h["epoch"] for h in hist],
+        "layers": {
+            n: {
+                k: [float(f"{h['layers'][n][k]:.4g}") for h in hist]
+                for k in ("mean_w", "std_w", "snr")
+            }
+            for n in hist[-1]["layers"]
+        },
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(compact))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
