@@ -59,3 +59,15 @@ def quickstart_run(tmp_path_factory) -> Path:
     proc = run_cli("train.py", f"hydra.run.dir={run_dir}")
     (run_dir / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user read
     return run_dir
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The config fuzzer's counts (tests/test_config_fuzz.py), when it ran."""
+    fuzz = sys.modules.get("tests.test_config_fuzz")
+    counts = getattr(fuzz, "COUNTS", None)
+    if counts:
+        terminalreporter.write_line(
+            f"config fuzzer: {counts['experiments']} experiments, {counts['options']} options, "
+            f"{counts['tried']} values tried: {counts['rejected']} rejected with one line, "
+            f"{counts['accepted']} accepted"
+        )

@@ -20,10 +20,12 @@ modification times): a mistake is reported in about a second, before anything is
 
 from __future__ import annotations
 
+import ast
 import collections.abc as cabc
 import contextlib
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import math
@@ -84,6 +86,9 @@ EXTERNAL: dict[str, Any] = {
     "betas": Annotated[list[Annotated[float, Range(ge=0, lt=1)]], Range(ge=2, le=2)],
     "step_size": PositiveInt,
     "gamma": Positive,
+    "milestones": list[PositiveInt],
+    "T_max": PositiveInt,
+    "eta_min": NonNegative,
     "n_startup_trials": NonNegativeInt,
     "seed": Seed,
     "refresh_rate": NonNegativeInt,
@@ -93,12 +98,10 @@ _FRAMEWORK = "scatterlab."  # targets whose own annotations declare their ranges
 _SCHEMA_VERSION = 2
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Raise ConfigError for the first unknown key, wrong type or out-of-range value in `cfg`."""
-    values = {
-        key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")
-    }
+def validate_config(cfg: DictConfig | dict[str, Any]) -> None:
+    """Raise ConfigError for the first unknown key, wrong type or out-of-range value in `cfg`
+    (a composed config, or the plain dict of its resolved values)."""
+    values = _plain(cfg)
     for key, tp in TOP_LEVEL.items():
         if key in values and key != "study":
             _check_value(values[key], _spec(tp), key, "")
@@ -110,7 +113,21 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def check_run(values: dict[str, Any]) -> None:
-    """Checks across groups: what the trainer is asked to do, on this machine."""
+    """Checks across groups: the model fits the data; what the trainer is asked to do, on
+    this machine."""
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    module = values.get("module") if isinstance(values.get("module"), dict) else {}
+    for group, node in (
+        ("model", values.get("model")),
+        ("module", module),
+        ("module.net", module.get("net")),
+    ):
+        for key in ("num_classes", "in_channels"):
+            if isinstance(node, dict) and key in node and key in data and node[key] != data[key]:
+                raise ConfigError(
+                    f"{group}.{key}={node[key]!r} but data.{key}={data[key]!r}: they must agree; "
+                    f"set data.{key} (the model's follows it by default)"
+                )
     trainer = values.get("trainer") or {}
     if not isinstance(trainer, dict):
         return
@@ -146,15 +163,22 @@ def check_run(values: dict[str, Any]) -> None:
             )
 
 
-def leaves(cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+def _plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The resolved values of `cfg` without the hydra node (its sweep keys are unset here)."""
+    if isinstance(cfg, dict):
+        return {k: v for k, v in cfg.items() if k != "hydra"}
+    return {
+        key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        for key, node in ((k, cfg[k]) for k in cfg if k != "hydra")
+    }
+
+
+def leaves(cfg: DictConfig | dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(dotted key, value, spec) of every option of `cfg` that a target or TOP_LEVEL declares.
 
     The spec is None where nothing declares a type (the fuzzer in tests/ reads this list).
     """
-    values = {
-        key: OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        for key, node in ((k, cfg[k]) for k in cfg if k not in ("hydra", "study"))
-    }
+    values = {k: v for k, v in _plain(cfg).items() if k != "study"}
     out = [(k, values[k], _spec(tp)) for k, tp in TOP_LEVEL.items() if k in values]
     with _Schemas() as schemas:
 
@@ -210,15 +234,40 @@ def _check_target(node: dict[str, Any], path: str, schemas: _Schemas) -> None:
     values = {**schema["defaults"], **{k: v for k, v in node.items() if not _is_target(v)}}
     for expr, advice in schema["checks"]:
         try:
-            ok = eval(expr, {"__builtins__": {}, **_SAFE}, dict(values))  # noqa: S307 - our code
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError, NameError):
+            ok = eval(_compiled(expr), {"__builtins__": {}, **_SAFE}, dict(values))  # noqa: S307
+        except OverflowError:
+            ok = False  # e.g. 2**J with a huge J: no size can satisfy it
+        except (TypeError, ValueError, ZeroDivisionError, NameError):
             continue  # a value of a wrong type: reported by its own check
         if not ok:
             shown = ", ".join(f"{path}.{k}={values[k]!r}" for k in node if k in expr)
             raise ConfigError(f"{shown}: {advice} (needed: {expr})")
 
 
-_SAFE = {"min": min, "max": max, "len": len, "abs": abs, "math": math, "int": int}
+def _pow(a: Any, b: Any) -> Any:
+    if isinstance(b, int | float) and abs(b) > 1024:  # 2**(2**40) would fill the memory
+        raise OverflowError(f"{a} ** {b}")
+    return a**b
+
+
+class _SafePow(ast.NodeTransformer):
+    """`a ** b` in a CONFIG_CHECKS expression evaluates through _pow."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.Pow):
+            return node
+        call = ast.Call(ast.Name("_pow", ast.Load()), [node.left, node.right], [])
+        return ast.copy_location(call, node)
+
+
+@functools.cache
+def _compiled(expr: str) -> types.CodeType:
+    tree = ast.fix_missing_locations(_SafePow().visit(ast.parse(expr, mode="eval")))
+    return compile(tree, f"<CONFIG_CHECKS: {expr}>", "eval")
+
+
+_SAFE = {"min": min, "max": max, "len": len, "abs": abs, "math": math, "int": int, "_pow": _pow}
 
 
 def _check_value(value: Any, spec: Any, path: str, where: str) -> None:
@@ -394,25 +443,36 @@ def _stamp(files: list[str]) -> dict[str, int]:
     return out
 
 
+_ENTRIES: dict[str, Any] | None = None  # the cache file's entries, read once per process
+_CHECKED: set[str] = set()  # targets whose entry this process has found current
+
+
 class _Schemas:
     """The targets' schemas, read from the cache while their source files are unchanged."""
 
     def __enter__(self) -> _Schemas:
+        global _ENTRIES
         self.path = _cache_file()
-        try:
-            data = json.loads(self.path.read_text())
-            self.entries = data["entries"] if data.get("version") == _SCHEMA_VERSION else {}
-        except (OSError, ValueError, KeyError, TypeError):
-            self.entries = {}
+        if _ENTRIES is None:
+            try:
+                data = json.loads(self.path.read_text())
+                _ENTRIES = data["entries"] if data.get("version") == _SCHEMA_VERSION else {}
+            except (OSError, ValueError, KeyError, TypeError):
+                _ENTRIES = {}
+        self.entries = _ENTRIES
         self.dirty = False
         return self
 
     def get(self, target: str, path: str) -> dict[str, Any]:
         entry = self.entries.get(target)
+        if entry is not None and target in _CHECKED:
+            return entry["schema"]
         if entry is not None and _stamp(list(entry["stamp"])[2:]) == entry["stamp"]:
+            _CHECKED.add(target)
             return entry["schema"]
         schema, files = _schema(target, path)
         self.entries[target] = {"stamp": _stamp(files), "schema": schema}
+        _CHECKED.add(target)
         self.dirty = True
         return schema
 

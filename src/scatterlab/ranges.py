@@ -65,6 +65,8 @@ NonNegativeInt = Annotated[int, Range(ge=0)]
 Fraction = Annotated[float, Range(ge=0, le=1)]  # a probability, a proportion
 OpenFraction = Annotated[float, Range(gt=0, lt=1)]
 Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]  # numpy's seed range
+# a network's width multiplier: 64 x the widths is already ~4000 x the memory of the weights
+WidthMultiplier = Annotated[float, Range(gt=0, le=64)]
 
 __all__ = [
     "Fraction",
@@ -77,4 +79,5 @@ __all__ = [
     "Range",
     "Real",
     "Seed",
+    "WidthMultiplier",
 ]

@@ -174,7 +174,7 @@ class ImageFolderDataModule(ImageDataModule):
         if not (self.root / "train").is_dir() or not (self.root / "test").is_dir():
             raise DataError(
                 f"data.root={self.root} is not an image folder: it needs train/<class>/ and "
-                "test/<class>/ sub-folders of images (e.g. tar xJf "
+                "test/<class>/ sub-folders of images (e.g. mkdir DIR && tar xJf "
                 "cifar10-jpeg.tar.xz -C DIR, then data.root=DIR)"
             )
         splits, classes = {}, None

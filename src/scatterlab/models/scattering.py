@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
 from scatterlab.models.filters import filter_bank
-from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range
+from scatterlab.ranges import NonNegativeInt, PositiveInt, Range, WidthMultiplier
 
 NONLINEARITIES = ("modulus", "soft_threshold", "relu", "tanh", "identity")
 
@@ -775,7 +775,7 @@ class LearnedScattering(nn.Module):
             512,
             512,
         ),
-        width: Positive = 1.0,
+        width: WidthMultiplier = 1.0,
         L: PositiveInt = 4,
         skip: bool = True,
         nonlinearity: Literal["modulus", "soft_threshold", "relu", "tanh", "identity"] = "modulus",

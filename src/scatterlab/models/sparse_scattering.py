@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from scatterlab.errors import ConfigError, DivergedError
 from scatterlab.models.mlp import MLP
 from scatterlab.models.scattering import Normalization, _check_positive
-from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range
+from scatterlab.ranges import NonNegativeInt, Positive, PositiveInt, Range, WidthMultiplier
 
 
 def soft_threshold(z: Tensor, t: Tensor | float, positive: bool = True) -> Tensor:
@@ -272,7 +272,7 @@ class SparseScattering(nn.Module):
         pool_stride: PositiveInt = 1,
         hidden: Annotated[Sequence[PositiveInt], Range(ge=1)] = (4096, 4096),
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.3,
-        width: Positive = 1.0,
+        width: WidthMultiplier = 1.0,
     ) -> None:
         super().__init__()
         # the multiplier of reduced runs, as in the other scattering models

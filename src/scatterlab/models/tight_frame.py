@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
 from scatterlab.models.scattering import Normalization, Wavelet
-from scatterlab.ranges import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
+from scatterlab.ranges import NonNegative, NonNegativeInt, PositiveInt, Range, WidthMultiplier
 
 FRAME_NONLINEARITIES = ("soft_threshold", "relu", "identity")
 
@@ -225,7 +225,7 @@ class TightFrameScattering(nn.Module):
         input_size: PositiveInt = 32,
         widths: Annotated[Sequence[PositiveInt], Range(ge=1)] = (64, 128, 256, 512),
         frame_widths: Sequence[NonNegativeInt] = (1024, 2048, 4096, 8192),
-        width: Positive = 1.0,
+        width: WidthMultiplier = 1.0,
         L: PositiveInt = 8,
         frame_nonlinearity: Literal["soft_threshold", "relu", "identity"] = "soft_threshold",
         frame_threshold: NonNegative | None = None,
