@@ -131,6 +131,21 @@ def test_distance_is_zero_on_the_teacher_and_sees_equivalent_measures():
     assert float(tl.measure_distance(w, a3, w_star, a_star)) == pytest.approx(0.5)
 
 
+def test_population_risk_and_its_gradient_match_monte_carlo():
+    gen = torch.Generator().manual_seed(8)
+    w_star, a_star = tl.teacher(3, 5, gen)
+    w, a = tl.init_particles(2, 7, 3, 0.8, gen)
+    x = torch.randn(200_000, 3, dtype=torch.float64, generator=gen)
+    y = tl.forward(x, w_star[None], a_star[None])[0]
+    assert tl.teacher_risk(w_star, a_star) == pytest.approx(float(0.5 * (y**2).mean()), rel=0.01)
+    exact = tl.train_population(w, a, w_star, a_star, 1, 0.1, progress=False)
+    mc = tl.train(x, y, w, a, 1, 0.1, progress=False)
+    assert torch.allclose(exact["loss"], mc["loss"], rtol=0.01)
+    for key, start in (("w", w), ("a", a)):
+        step, step_mc = exact[key] - start, mc[key] - start
+        assert (step - step_mc).abs().max() < 0.03 * step.abs().max()
+
+
 def test_meanfield_student_of_teacher_width_fails_where_wide_ones_succeed():
     mod = modules.MeanFieldTwoLayerModule(widths=[5, 40], seeds=6, steps=1500, plot_widths=[])
     mod.compute()

@@ -171,6 +171,86 @@ def train(
     return res
 
 
+def _relu_gram(w: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """E_x[relu(<w_i,x>) relu(<v_j,x>)] for x ~ N(0, I_d) and the pieces of its gradient.
+
+    w (S, m, d), v (S, k, d) -> G, P, Q (S, m, k) with G = |w||v| (sin t + (pi - t) cos t)/(2 pi)
+    (the arc-cosine kernel, t the angle of w_i and v_j) and dG_ij/dw_i = P_ij v_j + Q_ij w_i/|w_i|,
+    P = (pi - t) / (2 pi), Q = |v_j| sin t / (2 pi): gradients are then matrix products,
+    memory m k, not m k d.
+    """
+    nw, nv = w.norm(dim=-1).clamp_min(1e-300), v.norm(dim=-1).clamp_min(1e-300)
+    c = ((w @ v.transpose(1, 2)) / (nw[..., None] * nv[:, None, :])).clamp(-1, 1)
+    t = torch.arccos(c)
+    sin = (1 - c**2).clamp_min(0).sqrt()
+    g = nw[..., None] * nv[:, None, :] * (sin + (math.pi - t) * c) / (2 * math.pi)
+    return g, (math.pi - t) / (2 * math.pi), nv[:, None, :] * sin / (2 * math.pi)
+
+
+def teacher_risk(w_star: Tensor, a_star: Tensor) -> float:
+    """(1/2) E_x f*(x)^2 for x ~ N(0, I_d): the population risk of the zero predictor."""
+    g = _relu_gram(w_star[None], w_star[None])[0][0]
+    return float(a_star @ g @ a_star) / (2 * w_star.shape[0] ** 2)
+
+
+def train_population(
+    w: Tensor,
+    a: Tensor,
+    w_star: Tensor,
+    a_star: Tensor,
+    steps: int,
+    lr: float,
+    record: int = 0,
+    log_points: int = 60,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """GD on the population risk of a relu teacher for Gaussian inputs x ~ N(0, I_d), exactly.
+
+    L = (1/2) E_x (f(x) - f*(x))^2 is a quadratic form in the arc-cosine kernel of the
+    particles (`_relu_gram`), so no samples are drawn and no overfitting is possible: the risk
+    itself is minimised, at cost m (m + m0) d per step whatever d. Same arguments and outputs
+    as `train` (with `loss` the population risk and no `test_loss`); relu only.
+    """
+    runs, m = w.shape[0], w.shape[1]
+    m0 = w_star.shape[0]
+    ws = w_star.expand(runs, -1, -1)
+    const = teacher_risk(w_star, a_star)
+    w0, a0 = w.clone(), a.clone()
+    log_at = set(torch.unique(torch.logspace(0, math.log10(steps), log_points).long()).tolist())
+    log_at |= {0, steps}
+    rec_at = set(torch.linspace(0, steps, record).long().tolist()) if record > 0 else set()
+    logged, losses, traj_w, traj_a = [], [], [], []
+    with _one_thread():
+        for t in tqdm(range(steps + 1), desc=f"GD m={m}", disable=not progress, leave=False):
+            g_ss, p_ss, q_ss = _relu_gram(w, w)
+            g_st, p_st, q_st = _relu_gram(w, ws)
+            # dL/da_i = (1/m^2) sum_j a_j G_ij - (1/(m m0)) sum_j a*_j G*_ij, times m (step)
+            ga = (g_ss @ a[..., None]).squeeze(-1) / m - (g_st @ a_star) / m0
+            if t in log_at:
+                quad = (a[:, None, :] @ g_ss @ a[..., None]).squeeze((1, 2)) / (2 * m**2)
+                cross = (a * (g_st @ a_star)).sum(-1) / (m * m0)
+                logged.append(t)
+                losses.append((quad - cross + const).clamp_min(0))
+            if t in rec_at:
+                traj_w.append(w.clone())
+                traj_a.append(a.clone())
+            if t == steps:
+                break
+            # sum_j c_j dG_ij/dw_i = (P c) v + (Q c) w_i / |w_i|, with c = a / m and -a* / m0
+            c_s, c_t = a[:, None, :] / m, -a_star / m0
+            gw = (p_ss * c_s) @ w + (p_st * c_t) @ ws
+            radial = (q_ss * c_s).sum(-1) + (q_st * c_t).sum(-1)
+            gw = gw + radial[..., None] * w / w.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+            gw = gw * a[..., None]
+            a = a - lr * ga
+            w = w - lr * gw
+    res = {"w": w, "a": a, "w0": w0, "a0": a0, "steps": torch.tensor(logged)}
+    res["loss"] = torch.stack(losses, 1)
+    if record > 0:
+        res["traj_w"], res["traj_a"] = torch.stack(traj_w), torch.stack(traj_a)
+    return res
+
+
 def measure_distance(
     w: Tensor, a: Tensor, w_star: Tensor, a_star: Tensor, kappa: float = 20.0
 ) -> Tensor:
