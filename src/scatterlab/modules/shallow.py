@@ -32,6 +32,8 @@ Alpha = Annotated[float, Range(gt=0, le=1e8)]
 RFActivation = Literal["relu", "erf", "modulus"]
 Activations = Annotated[list[RFActivation], Range(ge=1)]  # a list's Range bounds its length
 Dims = Annotated[list[Dim], Range(ge=1)]
+# the population risk holds S x m x m matrices: 2000 keeps them under a GB at 8 seeds
+StudentWidths = Annotated[list[Annotated[int, Range(ge=1, le=2000)]], Range(ge=1)]
 
 
 def _nonempty(values: list, key: str) -> list:
@@ -214,14 +216,7 @@ class MeanFieldTwoLayerModule(_ShallowModule):
         self,
         d: Annotated[int, Range(ge=2, le=1000)] = 2,
         m0: Annotated[int, Range(ge=1, le=100)] = 5,
-        widths: Annotated[list[Annotated[int, Range(ge=1, le=4000)]], Range(ge=1)] = (
-            5,
-            10,
-            20,
-            40,
-            80,
-            160,
-        ),
+        widths: StudentWidths = (5, 10, 20, 40, 80, 160),
         seeds: Annotated[int, Range(ge=1, le=64)] = 8,
         steps: Steps = 3000,
         lr: Annotated[float, Range(gt=0, le=10)] = 0.2,
