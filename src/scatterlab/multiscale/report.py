@@ -1,6 +1,6 @@
 """Results files of the multiscale experiments: a run dir -> results/<stem>.md/.json/.png.
 
-    python -m scatterlab.multiscale.report RUN_DIR results/multiscale_steps_vs_size \
+    python -m scatterlab.multiscale.report RUN_DIR [RUN_DIR ...] --out results/multiscale_steps \
         --hardware "AMD EPYC, 2 cores, CPU only" --command "python train.py experiment=..."
 """
 
@@ -10,6 +10,8 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 
 def _fmt(v: float | None, spec: str = ".2f") -> str:
@@ -166,18 +168,47 @@ def steps_md(res: dict, metrics: dict) -> list[str]:
     return out
 
 
+def fit_exponents(rows: list[dict]) -> list[dict]:
+    """Least-squares alpha of N_needed ~ L^alpha per (model, eta, grid, eps) (reached only)."""
+    fits = []
+    for key in sorted({(r["model"], r["eta"], r["grid"], r["eps"]) for r in rows}):
+        ok = [
+            r
+            for r in rows
+            if (r["model"], r["eta"], r["grid"], r["eps"]) == key and r["steps"] is not None
+        ]
+        if len(ok) >= 2:
+            x = np.log([r["size"] for r in ok])
+            y = np.log([r["steps"] for r in ok])
+            alpha = float(np.polyfit(x, y, 1)[0])
+            fits.append(dict(zip(("model", "eta", "grid", "eps"), key, strict=True), alpha=alpha))
+    return fits
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("out", help="output stem, e.g. results/multiscale_steps_vs_size")
+    ap.add_argument("run_dir", type=Path, nargs="+", help="one run, or steps runs to merge")
+    ap.add_argument("--out", required=True, help="output stem, e.g. results/multiscale_steps")
     ap.add_argument("--hardware", default="AMD EPYC, 2 cores, CPU only")
     ap.add_argument("--command", default="")
     ap.add_argument("--title", default="")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
-    metrics = json.loads((args.run_dir / "metrics.json").read_text())
-    jsons = [p for p in args.run_dir.glob("*.json") if p.name != "metrics.json"]
-    res = json.loads(jsons[0].read_text())
+    runs = []
+    for d in args.run_dir:
+        metrics = json.loads((d / "metrics.json").read_text())
+        jsons = [p for p in d.glob("*.json") if p.name != "metrics.json"]
+        runs.append((json.loads(jsons[0].read_text()), metrics))
+    res, metrics = runs[0]
+    if len(runs) > 1:  # steps runs over disjoint sizes (e.g. L = 512 on its own)
+        for r, m in runs[1:]:
+            for key in ("steps_needed", "kl_curves", "conditions"):
+                res[key] = res[key] + r[key]
+            for key in ("wall_time_s", "compute_time_s"):
+                metrics[key] = metrics.get(key, 0.0) + m.get(key, 0.0)
+            metrics.update({k: v for k, v in m.items() if k not in metrics})
+        res["exponents"] = fit_exponents(res["steps_needed"])
+        res["kl_curves"].sort(key=lambda c: (c["eta"], c["grid"], c["model"], c["size"]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"**{args.title}**", ""] if args.title else []
@@ -195,10 +226,12 @@ def main() -> None:
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     res["metrics"] = metrics
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    pngs = sorted(args.run_dir.glob("*.png"))
-    for i, p in enumerate(pngs):
-        dest = out.with_suffix(".png") if i == 0 else Path(f"{out}_{p.stem.split('_')[-1]}.png")
-        shutil.copy(p, dest)
+    if "phi4" in res:
+        shutil.copy(next(args.run_dir[0].glob("*.png")), out.with_suffix(".png"))
+    else:  # redrawn from the merged rows
+        from scatterlab.multiscale.plots import steps_vs_size
+
+        steps_vs_size(res["steps_needed"], out.with_suffix(".png"))
 
 
 if __name__ == "__main__":
