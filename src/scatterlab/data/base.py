@@ -104,7 +104,8 @@ class ImageDataModule(L.LightningDataModule):
         num_classes: PositiveInt = 10,
         in_channels: PositiveInt = 3,
         image_size: PositiveInt = 32,
-        batch_size: PositiveInt = 128,
+        # >= 2: the classifiers' BatchNorm has no variance to normalise by in a batch of one
+        batch_size: Annotated[int, Range(ge=2)] = 128,
         num_workers: NonNegativeInt = 0,
         crop_padding: NonNegativeInt = 0,
         flip: bool = False,
