@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from scatterlab.invertible.reconstruction import hardware
+
 
 def _status_mib(key: str) -> float:
     """VmRSS (resident now) or VmHWM (resident high-water mark) of this process, MiB."""
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     doc = {
         "rows": rows,
+        "timing": times,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "load_average": load,
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     _plot(rows, args.out.with_suffix(".png"))
-    args.out.with_suffix(".md").write_text(_table(doc))
+    args.out.with_suffix(".md").write_text(hardware() + "\n\n" + _table(doc))
     print(f"wrote {args.out}.{{json,md,png}}")
 
 

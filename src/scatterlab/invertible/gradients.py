@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     """Results files of a run: python -m scatterlab.invertible.gradients RUN --out OUT."""
     import argparse
 
+    from scatterlab.invertible.reconstruction import hardware
+
     ap = argparse.ArgumentParser(description="gradient phases of a run: table and plot")
     ap.add_argument("run", type=Path)
     ap.add_argument("--out", type=Path, default=Path("results/invertible_gradients"))
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     if peaks:
         lines += ["", "| analysed layer | I(X;T) (binning) peaks at epoch |", "|---|---|"]
         lines += [f"| `{k}` | {v} |" for k, v in peaks.items()]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".md").write_text(hardware() + "\n\n" + "\n".join(lines) + "\n")
     compact = {
         "summary": summary,
         "epochs": [h["epoch"] for h in hist],

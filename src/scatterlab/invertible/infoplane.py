@@ -27,6 +27,7 @@ from scatterlab.invertible.ib import (
     infoplane_distribution,
     mutual_information,
 )
+from scatterlab.invertible.reconstruction import hardware
 
 
 def ib_bounds(sharpness: float = 4.0, n_betas: int = 50, n_clusters: int = 16) -> dict[str, Any]:
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.with_suffix(".json").write_text(
         json.dumps({"bounds": bounds, "layers": tables}, indent=1)
     )
-    args.out.with_suffix(".md").write_text(markdown(tables, bounds))
+    args.out.with_suffix(".md").write_text(hardware() + "\n\n" + markdown(tables, bounds))
     if runs and bounds:
         plot(runs, bounds, args.out.with_suffix(".png"))
     print(markdown(tables, bounds))

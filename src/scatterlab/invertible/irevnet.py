@@ -33,6 +33,10 @@ from torch import Tensor, nn
 from scatterlab.errors import ConfigError
 from scatterlab.ranges import PositiveInt, Range
 
+# Upper bounds of the config ranges: far above the published nets (72 blocks in a stage, 1536
+# channels), low enough that an accepted value builds in memory.
+MAX_BLOCKS, MAX_CHANNELS = 256, 4096
+
 
 def squeeze(x: Tensor, block: int = 2) -> Tensor:
     """Invertible down-sampling (B, C, H, W) -> (B, C * block^2, H / block, W / block).
@@ -178,11 +182,11 @@ class IRevNet(nn.Module):
         num_classes: PositiveInt,
         in_channels: PositiveInt,
         input_size: PositiveInt,
-        blocks: list[PositiveInt] = (2, 2, 2),
+        blocks: list[Annotated[int, Range(ge=1, le=MAX_BLOCKS)]] = (2, 2, 2),
         strides: list[Literal[1, 2]] = (1, 2, 2),
-        channels: list[PositiveInt] | None = None,
+        channels: list[Annotated[int, Range(ge=1, le=MAX_CHANNELS)]] | None = None,
         init_ds: Literal[0, 2] = 0,
-        mult: PositiveInt = 4,
+        mult: Annotated[int, Range(ge=1, le=MAX_CHANNELS)] = 4,
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         affine_bn: bool = True,
         recompute: bool = False,

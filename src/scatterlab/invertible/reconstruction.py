@@ -27,3 +27,18 @@ def reconstruction_errors(net: nn.Module, x: Tensor) -> dict[str, float]:
         "float32": reconstruction_error(net, x, torch.float32),
         "float64": reconstruction_error(net, x, torch.float64),
     }
+
+
+def hardware() -> str:
+    """One line naming this machine for results files: CPU, cores, torch, load average."""
+    from pathlib import Path
+
+    from scatterlab.env import describe, environment
+
+    env = environment(device="cuda" if torch.cuda.is_available() else "cpu")
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    where = "GPU" if env["device"] == "cuda" else "CPU only"
+    return (
+        f"Hardware: {describe(env)}, {where}; torch {env['torch']}; load average "
+        f"{' '.join(load) or 'unknown'} when this file was written (the machine is shared)."
+    )

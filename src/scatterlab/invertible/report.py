@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from scatterlab.invertible import IRevNet
-from scatterlab.invertible.reconstruction import reconstruction_errors
+from scatterlab.invertible.reconstruction import hardware, reconstruction_errors
 from scatterlab.models import count_parameters
 
 CONFIGS = {
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps({"rows": rows, "quickstart": quick}, indent=1)
     )
     text = markdown(rows, quick)
-    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".md").write_text(hardware() + "\n\n" + text)
     print(text)
 
 
