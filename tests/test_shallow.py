@@ -255,6 +255,28 @@ def test_too_few_alphas_to_fit_and_divergence_are_one_line_errors():
         mod.compute()
 
 
+def test_every_module_writes_json_plots_and_finite_metrics(tmp_path):
+    tiny = {
+        "random_features_kernel": modules.RandomFeaturesKernelModule(
+            widths=[16, 256], dims=[3], n=16, seeds=2, check_width=1024, output_dir=str(tmp_path)
+        ),
+        "random_features_rainbow": modules.RandomFeaturesRainbowModule(
+            widths=[8, 16, 32], dims=[3], n_fit=256, n_test=64, seeds=1, output_dir=str(tmp_path)
+        ),
+        "meanfield_two_layer": modules.MeanFieldTwoLayerModule(
+            widths=[5, 10], seeds=2, steps=50, plot_widths=[5, 10], output_dir=str(tmp_path)
+        ),
+        "lazy_training": modules.LazyTrainingModule(
+            m=10, alphas=[1, 10, 100], steps=20, n_test=32, output_dir=str(tmp_path)
+        ),
+    }
+    for name, mod in tiny.items():
+        mod.on_test_epoch_end()  # what the test stage of train.py calls
+        assert (tmp_path / f"{name}.json").exists()
+        assert list(tmp_path.glob(f"{name}_*.png"))
+        assert mod.metrics and all(math.isfinite(v) for v in mod.final_metrics().values())
+
+
 def test_cli_run_writes_results_and_one_line_error(tmp_path):
     out = tmp_path / "run"
     run_cli(
