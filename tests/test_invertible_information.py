@@ -98,3 +98,37 @@ def test_gradient_moments_match_a_hand_computation() -> None:
 def test_crossing_epoch_is_where_snr_stays_below_one() -> None:
     assert crossing_epoch([1, 2, 3, 4, 5], [3.0, 0.5, 2.0, 0.8, 0.2]) == 4
     assert crossing_epoch([1, 2], [2.0, 1.5]) is None
+
+
+def test_generator_embedding_is_kymatio_scattering_whitened(one_thread) -> None:
+    """Phi's scattering = kymatio's Scattering2D for the same J; the fitted embedding has mean 0
+    and identity covariance on its training images."""
+    from kymatio.torch import Scattering2D
+
+    from scatterlab.invertible.generator import Generator, ScatteringEmbedding, psnr
+
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 8, 8)
+    emb = ScatteringEmbedding(J=2, shape=8, channels=1, dim=32)
+    assert emb.n_scat == 81 * 4
+    ref = Scattering2D(J=2, shape=(8, 8), L=8, max_order=2)(x).flatten(1)
+    assert torch.equal(emb.scatter(x), ref)
+    emb.fit(x)
+    z = emb(x).double()
+    assert z.mean(0).abs().max() < 1e-4
+    cov = z.T @ z / (len(z) - 1)
+    assert torch.allclose(cov, torch.eye(32, dtype=torch.float64), atol=1e-3)
+    assert Generator(32, 1, 8)(z[:4].float()).shape == (4, 1, 8, 8)
+    assert psnr(torch.zeros(2, 2), torch.full((2, 2), 0.1)) == pytest.approx(20.0)
+
+
+def test_generator_bad_scale_is_a_config_error() -> None:
+    from functools import partial
+
+    from scatterlab.errors import ConfigError
+    from scatterlab.modules.invertible import ScatteringGeneratorModule
+
+    with pytest.raises(ConfigError, match="divisible by 2"):
+        ScatteringGeneratorModule(partial(torch.optim.Adam), channels=1, size=8, J=4)
+    with pytest.raises(ConfigError, match="exceeds"):
+        ScatteringGeneratorModule(partial(torch.optim.Adam), channels=1, size=8, J=2, dim=1000)
