@@ -211,7 +211,7 @@ def test_steps_vs_size_sgm_grows_wsgm_flat():
 
 # ---- bad input ------------------------------------------------------------------------------
 def test_bad_input_raises_config_error():
-    from scatterlab.modules.multiscale import LogConcavityModule, StepsVsSizeModule
+    from scatterlab.modules.multiscale import CSLCModule, LogConcavityModule, StepsVsSizeModule
 
     with pytest.raises(ConfigError, match="unknown wavelet"):
         LogConcavityModule(wavelets=["nope"])
@@ -221,6 +221,10 @@ def test_bad_input_raises_config_error():
         StepsVsSizeModule(sizes=[48], coarsest=32)
     with pytest.raises(ConfigError, match="empty"):
         StepsVsSizeModule(etas=[])
+    with pytest.raises(ConfigError, match="not divisible"):
+        CSLCModule(size=12, levels=3)
+    with pytest.raises(ConfigError, match="unknown wavelet"):
+        CSLCModule(wavelet="db99")
     with pytest.raises(ConfigError, match="dense"):
         wavelet_matrix(128, 1)
 
@@ -250,3 +254,39 @@ def test_score_matching_recovers_phi4_couplings_at_the_finest_scale(tmp_path):
     # a wrong model of the data is not recovered: Gaussian data give no quartic term
     g = torch.randn(32, 16, 16, dtype=torch.float64)
     assert abs(float(fit_conditional_phi4(g, "haar")["theta"][2])) < 0.05
+
+
+def test_mala_leaves_a_known_gaussian_invariant():
+    """E = 0.5 sum_edges (dx)^2 / 2 + 0.6 sum x^2 (phi^4 family, theta_4 = 0): chains started
+    at exact samples keep the exact per-mode variances 1 / (0.5 lambda + 1.2), within error."""
+    from scatterlab.multiscale.cslc import mala, phi4_family_energy
+    from scatterlab.wsgm.phi4 import laplacian_eigenvalues
+
+    theta = torch.tensor([0.5, 0.6, 0.0], dtype=torch.float64)
+    size, n = 8, 512
+    spec = 1 / (0.5 * laplacian_eigenvalues(size, dtype=torch.float64) + 1.2)
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(n, size, size, dtype=torch.float64, generator=g)
+    x0 = torch.fft.ifft2(torch.fft.fft2(white) * spec.sqrt()).real
+    x, rate, _ = mala(lambda v: phi4_family_energy(v, theta), x0, 200, step=0.3, generator=g)
+    assert 0.3 < rate < 0.9
+    var = float(x.pow(2).mean())
+    se = float(x.pow(2).mean(dim=(-2, -1)).std()) / math.sqrt(n)
+    assert abs(var - float(spec.mean())) < 5 * se
+    low = torch.fft.fft2(x)[:, 0, 0].abs().pow(2).mean() / size**2  # the slowest mode
+    assert abs(float(low) / float(spec[0, 0]) - 1) < 0.25
+
+
+def test_cslc_cascade_recovers_finest_couplings_and_samples(tmp_path):
+    from scatterlab.multiscale.cslc import fit_cascade, sample_cascade
+
+    cfg = Phi4Config(size=16, beta=0.68, n_samples=32, n_chains=32, n_therm=100)
+    x = generate_phi4(cfg, tmp_path, progress=False)[:, 0]
+    fits = fit_cascade(x, 2)
+    assert len(fits) == 3
+    finest = fits[-1]["theta"]
+    true = torch.tensor([0.68, -2.0, 1.0], dtype=torch.float64)
+    assert ((finest - true).abs() < 0.1 * true.abs()).all()
+    samples, rates = sample_cascade(fits, 16, 8, 60)
+    assert samples.shape == (8, 1, 16, 16) and torch.isfinite(samples).all()
+    assert all(0.2 < r < 0.95 for r in rates)

@@ -89,6 +89,44 @@ def log_concavity_md(res: dict, metrics: dict) -> list[str]:
     return out
 
 
+def cslc_md(res: dict, metrics: dict) -> list[str]:
+    """Tables of ``CSLCModule`` results."""
+    keys = [
+        ("spectrum_error", ".3f"),
+        ("hist_distance", ".3f"),
+        ("energy_per_site", ".3f"),
+        ("energy_per_site_data", ".3f"),
+        ("energy_error", ".3f"),
+        ("abs_m_mean", ".3f"),
+        ("abs_m_mean_data", ".3f"),
+        ("abs_m_w1", ".3f"),
+    ]
+    out = [
+        "| model | " + " | ".join(k for k, _ in keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for tag, label in (("cslc", "CSLC cascade (MALA)"), ("floor", "training fields (floor)")):
+        sc = res["scores"][tag]
+        out.append(f"| {label} | " + " | ".join(format(sc[k], f) for k, f in keys) + " |")
+    out += [
+        "",
+        f"Sampling: {metrics.get('samples_per_s', float('nan')):.1f} samples per second; MALA "
+        "acceptance after adaptation: "
+        + ", ".join(f"{n} {r:.2f}" for n, r in zip(res["scales"], res["acceptance"], strict=True))
+        + ".",
+        "",
+        "Fitted couplings (kinetic, x^2, x^4) +- standard error, per scale (the finest is "
+        "phi^4's own conditional: (beta, -2, 1)):",
+        "",
+        "| scale | " + " | ".join(res["features"]) + " |",
+        "|---" * (len(res["features"]) + 1) + "|",
+    ]
+    for name, th, se in zip(res["scales"], res["theta"], res["se"], strict=True):
+        cells = [f"{t:.3f} +- {e:.3f}" for t, e in zip(th, se, strict=True)]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
 def steps_md(res: dict, metrics: dict) -> list[str]:
     """Tables of ``StepsVsSizeModule`` results."""
     rows = res["steps_needed"]
@@ -222,11 +260,16 @@ def main() -> None:
     ]
     if args.note:
         lines += [args.note, ""]
-    lines += log_concavity_md(res, metrics) if "phi4" in res else steps_md(res, metrics)
+    if "phi4" in res:
+        lines += log_concavity_md(res, metrics)
+    elif "scores" in res:
+        lines += cslc_md(res, metrics)
+    else:
+        lines += steps_md(res, metrics)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     res["metrics"] = metrics
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    if "phi4" in res:
+    if "phi4" in res or "scores" in res:
         shutil.copy(next(args.run_dir[0].glob("*.png")), out.with_suffix(".png"))
     else:  # redrawn from the merged rows
         from scatterlab.multiscale.plots import steps_vs_size
