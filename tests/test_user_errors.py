@@ -24,7 +24,7 @@ TINY = ["model.widths=[8,16]", "logger=csv", "callbacks.progress_bar=null"]
         (["model.widht=2"], "model.widht is not a key of model (did you mean model.width?)"),
         (["trainer.max_epoch=2"], "(did you mean trainer.max_epochs?)"),
         (["data.batch_size=0"], "data.batch_size=0 is out of range: it must be >= 2"),
-        (["data.val_fraction=2"], "data.val_fraction=2 is out of range: it must be < 1"),
+        (["data.val_fraction=2"], "data.val_fraction=2 is out of range: it must be >= 0 and < 1"),
         (["data.val_fraction=-0.5"], "data.val_fraction=-0.5 is out of range: it must be >= 0"),
         (["trainer.max_epochs=-5"], "trainer.max_epochs=-5 is out of range: it must be >= -1"),
         (["module.optimizer.lr=nan"], "module.optimizer.lr=nan is not a finite number"),

@@ -95,12 +95,13 @@ EXTERNAL: dict[str, Any] = {
     "log_refresh_rate": PositiveInt,
 }
 _FRAMEWORK = "scatterlab."  # targets whose own annotations declare their ranges
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 
-def validate_config(cfg: DictConfig | dict[str, Any]) -> None:
+def validate_config(cfg: DictConfig | dict[str, Any], machine: bool = True) -> None:
     """Raise ConfigError for the first unknown key, wrong type or out-of-range value in `cfg`
-    (a composed config, or the plain dict of its resolved values)."""
+    (a composed config, or the plain dict of its resolved values). machine=False leaves out
+    what only this machine can refuse (a GPU trainer without a GPU)."""
     values = _plain(cfg)
     for key, tp in TOP_LEVEL.items():
         if key in values and key != "study":
@@ -109,10 +110,10 @@ def validate_config(cfg: DictConfig | dict[str, Any]) -> None:
         for key, value in values.items():
             if key != "study":  # what the report shows, read by scatterlab-report
                 _check_node(value, key, schemas)
-    check_run(values)
+    check_run(values, machine)
 
 
-def check_run(values: dict[str, Any]) -> None:
+def check_run(values: dict[str, Any], machine: bool = True) -> None:
     """Checks across groups: the model fits the data; what the trainer is asked to do, on
     this machine."""
     data = values.get("data") if isinstance(values.get("data"), dict) else {}
@@ -139,7 +140,7 @@ def check_run(values: dict[str, Any]) -> None:
             "checkpoint"
         )
     accelerator = str(trainer.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda"):
+    if machine and accelerator in ("gpu", "cuda"):
         import torch
 
         have = torch.cuda.device_count()
@@ -237,10 +238,13 @@ def _check_target(node: dict[str, Any], path: str, schemas: _Schemas) -> None:
             ok = eval(_compiled(expr), {"__builtins__": {}, **_SAFE}, dict(values))  # noqa: S307
         except OverflowError:
             ok = False  # e.g. 2**J with a huge J: no size can satisfy it
-        except (TypeError, ValueError, ZeroDivisionError, NameError):
-            continue  # a value of a wrong type: reported by its own check
+        except (TypeError, ValueError, ZeroDivisionError, NameError, AttributeError, LookupError):
+            continue  # a value of a wrong type or shape: reported by its own check
         if not ok:
-            shown = ", ".join(f"{path}.{k}={values[k]!r}" for k in node if k in expr)
+            names = {
+                n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)
+            }
+            shown = ", ".join(f"{path}.{k}={values[k]!r}" for k in node if k in names)
             raise ConfigError(f"{shown}: {advice} (needed: {expr})")
 
 
@@ -416,8 +420,9 @@ def _schema(target: str, path: str) -> tuple[dict[str, Any], list[str]]:
         fn = c.__init__ if inspect.isclass(c) else c
         with contextlib.suppress(TypeError, ValueError):
             for name, p in inspect.signature(fn).parameters.items():
-                if p.default is not p.empty and isinstance(p.default, int | float | str | bool):
-                    defaults.setdefault(name, p.default)
+                default = list(p.default) if isinstance(p.default, tuple) else p.default
+                if p.default is not p.empty and _jsonable(default):
+                    defaults.setdefault(name, default)
     checks = [list(c) for c in getattr(obj, "CONFIG_CHECKS", ())]
     schema = {"params": params, "open": open_kwargs, "hints": hints, "defaults": defaults}
     schema["checks"] = checks
@@ -426,6 +431,12 @@ def _schema(target: str, path: str) -> tuple[dict[str, Any], list[str]]:
         with contextlib.suppress(TypeError, OSError):
             files.append(inspect.getsourcefile(c) or "")
     return schema, [f for f in files if f]
+
+
+def _jsonable(value: Any) -> bool:
+    if value is None or isinstance(value, int | float | str | bool):
+        return True
+    return isinstance(value, list) and all(_jsonable(v) for v in value)
 
 
 def _cache_file() -> Path:

@@ -181,6 +181,12 @@ def _bad_override(message: str, config_dir: str, config_name: str, overrides: li
     hint = ""
     try:
         cfg = _compose(config_dir, config_name, rest)
+        above, _, name = parent.rpartition(".")
+        holder = OmegaConf.select(cfg, above) if above else cfg
+        if name and OmegaConf.is_dict(holder) and OmegaConf.is_interpolation(holder, name):
+            source = str(holder._get_node(name)._value())  # e.g. ${model}
+            if source.startswith("${") and source.endswith("}"):
+                return f"{parent} is {source}: set {source[2:-1]}.{leaf} instead of {key}"
         node = OmegaConf.select(cfg, parent) if parent else cfg
         keys = [str(k) for k in node] if OmegaConf.is_dict(node) else []
         close = difflib.get_close_matches(leaf, keys, n=1)
