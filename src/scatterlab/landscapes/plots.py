@@ -91,7 +91,8 @@ def spectra(panels: list[dict], path: Path) -> Path:
         for x, rho, lab in p["curves"]:
             ax.plot(np.asarray(x), np.asarray(rho), lw=1.3, label=lab)
         ax.set_yscale("log")
-        ax.set_ylim(bottom=1e-4)
+        top = max(float(np.nanmax(np.asarray(rho))) for _, rho, _ in p["curves"])
+        ax.set_ylim(1e-4, 10 * max(top, 1e-3))
         ax.set_title(p["title"], fontsize=9)
         ax.set_xlabel("Hessian eigenvalue")
         ax.legend(fontsize=7)
