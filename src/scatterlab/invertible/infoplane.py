@@ -172,12 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("results/invertible_infoplane"))
     ap.add_argument("--sharpness", type=float, default=4.0)
     ap.add_argument("--no-bounds", action="store_true", help="runs not on the 12-bit task")
+    ap.add_argument("--bounds-from", type=Path, default=None, help="reuse an <out>.json's bounds")
     args = ap.parse_args(argv)
     runs = {}
     for spec in args.run:
         name, _, run = spec.partition("=")
         runs[name] = json.loads((Path(run) / "analysis.json").read_text())["history"]
-    bounds = None if args.no_bounds else ib_bounds(args.sharpness)
+    if args.bounds_from:
+        bounds = json.loads(args.bounds_from.read_text())["bounds"]
+    else:
+        bounds = None if args.no_bounds else ib_bounds(args.sharpness)
     tables = {name: layer_table(h) for name, h in runs.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
