@@ -217,7 +217,7 @@ def test_bad_input_raises_config_error():
         LogConcavityModule(wavelets=["nope"])
     with pytest.raises(ConfigError, match="not divisible"):
         LogConcavityModule(size=12, gaussian_levels=3)
-    with pytest.raises(ConfigError, match="coarsest"):
+    with pytest.raises(ConfigError, match="module.sizes"):
         StepsVsSizeModule(sizes=[48], coarsest=32)
     with pytest.raises(ConfigError, match="empty"):
         StepsVsSizeModule(etas=[])

@@ -61,6 +61,26 @@ class _ThreadedTheory(TheoryModule):
             torch.set_num_threads(old)
 
 
+def _wavelet(name: str, key: str) -> str:
+    """The wavelet name, or ConfigError naming the config key."""
+    try:
+        wavelet_filters(name)
+    except ConfigError as exc:
+        raise ConfigError(f"module.{key}={name!r}: {exc}") from None
+    return name
+
+
+def _levels(size: int, coarsest: int) -> int:
+    """J = log2(size / coarsest), or ConfigError naming the module keys."""
+    try:
+        return _levels_to(size, coarsest)
+    except ConfigError:
+        raise ConfigError(
+            f"module.sizes has {size}, not coarsest={coarsest} times a power of 2 (>= 2): "
+            "use sizes like 16, 32, ..., 512 with module.coarsest=8"
+        ) from None
+
+
 def _stats(v: torch.Tensor) -> dict[str, float]:
     return {
         "min": float(v.min()),
@@ -107,7 +127,7 @@ class LogConcavityModule(_ThreadedTheory):
         self.betas = [float(b) for b in _nonempty(betas, "betas")]
         self.wavelets = [str(w) for w in _nonempty(wavelets, "wavelets")]
         for w in self.wavelets:
-            wavelet_filters(w)  # ConfigError for unknown or non-orthogonal wavelets
+            _wavelet(w, "wavelets")  # ConfigError for unknown or non-orthogonal wavelets
         self.n_therm, self.thin, self.seed = int(n_therm), int(thin), int(seed)
         self.g_beta, self.g_mass2_L = float(gaussian_beta), float(gaussian_mass2_L)
         self.g_levels, self.cache_dir = int(gaussian_levels), cache_dir
@@ -202,11 +222,11 @@ class StepsVsSizeModule(_ThreadedTheory):
     ) -> None:
         super().__init__(name, output_dir, device)
         self.sizes = sorted({int(s) for s in _nonempty(sizes, "sizes")})
-        self.levels = {s: _levels_to(s, int(coarsest)) for s in self.sizes}  # ConfigError
+        self.levels = {s: _levels(s, int(coarsest)) for s in self.sizes}
         self.etas = [float(e) for e in _nonempty(etas, "etas")]
         self.grids = [str(g) for g in _nonempty(grids, "grids")]
         self.eps = sorted({float(e) for e in _nonempty(eps, "eps")}, reverse=True)
-        wavelet_filters(wavelet)
+        _wavelet(wavelet, "wavelet")
         self.T, self.mass_L, self.wavelet = float(T), float(mass_L), wavelet
         self.variance, self.n_max = variance, int(n_max)
         self.curve_steps = sorted({int(n) for n in curve_steps})
@@ -334,7 +354,7 @@ class CSLCModule(_ThreadedTheory):
         check_size(size, levels)
         if size >> levels < 2:
             raise ConfigError(f"module.levels={levels} leaves a coarsest field below 2 x 2")
-        wavelet_filters(wavelet)
+        _wavelet(wavelet, "wavelet")
         self.size, self.beta, self.levels, self.wavelet = int(size), float(beta), levels, wavelet
         self.n_train, self.n_test, self.n_samples = int(n_train), int(n_test), int(n_samples)
         self.n_steps, self.n_therm, self.seed = int(n_steps), int(n_therm), int(seed)
