@@ -290,3 +290,20 @@ def test_cslc_cascade_recovers_finest_couplings_and_samples(tmp_path):
     samples, rates = sample_cascade(fits, 16, 8, 60)
     assert samples.shape == (8, 1, 16, 16) and torch.isfinite(samples).all()
     assert all(0.2 < r < 0.95 for r in rates)
+
+
+@pytest.mark.parametrize(("rf", "c_in", "size"), [(5, 1, 32), (9, 4, 16), (13, 1, 32)])
+def test_local_denoiser_receptive_field_is_the_configured_one(rf, c_in, size):
+    from scatterlab.multiscale.denoisers import LocalDenoiser, measured_rf
+
+    torch.manual_seed(0)
+    net = LocalDenoiser(rf, c_in, 1 if c_in == 1 else 3)
+    assert measured_rf(net, c_in, size) == rf
+
+
+@pytest.mark.parametrize("rf", [4, 1, 0])
+def test_local_denoiser_refuses_even_or_tiny_receptive_fields(rf):
+    from scatterlab.multiscale.denoisers import LocalDenoiser
+
+    with pytest.raises(ConfigError, match="receptive field"):
+        LocalDenoiser(rf, 1, 1)
