@@ -190,3 +190,8 @@ def test_tiny_training_reaches_accuracy_and_stays_invertible(one_thread) -> None
     assert acc >= 0.9, acc
     assert reconstruction_error(net, x[test[:64]], torch.float64) < 1e-10
     assert reconstruction_error(net, x[test[:64]], torch.float32) < 1e-5
+
+
+def test_parameter_budget_is_checked_before_building() -> None:
+    with pytest.raises(ConfigError, match="2,718,056,448 parameters"):
+        IRevNet(2, 12, 1, blocks=[6], strides=[1], channels=[4096], mult=1)

@@ -36,6 +36,7 @@ from scatterlab.ranges import PositiveInt, Range
 # Upper bounds of the config ranges: far above the published nets (72 blocks in a stage, 1536
 # channels), low enough that an accepted value builds in memory.
 MAX_BLOCKS, MAX_CHANNELS = 256, 4096
+MAX_PARAMS = 300_000_000  # 1.2 GB of float32 weights, 2.4x the ImageNet net
 
 
 def squeeze(x: Tensor, block: int = 2) -> Tensor:
@@ -209,13 +210,24 @@ class IRevNet(nn.Module):
                 f"stride-2 stages): use an input size divisible by {down}, or fewer stride-2 stages"
             )
         self.init_ds, self.recompute = init_ds, recompute
-        stack, c = [], c0
+        plan, c = [], c0  # (c_in, out, stride) of every block, checked before anything is built
         for k, (n, s, out) in enumerate(zip(blocks, strides, channels, strict=True)):
             for i in range(n):
                 stride = s if i == 0 else 1
                 _check_block(k, c, out, stride, mult)
-                stack.append(IRevBlock(c, out, stride, not stack, mult, dropout, affine_bn))
+                plan.append((c, out, stride))
                 c = 2 * out
+        size = sum(_block_params(ci, out, st, mult) for ci, out, st in plan)
+        if size > MAX_PARAMS:
+            raise ConfigError(
+                f"model: blocks={blocks}, channels={channels}, mult={mult} would have "
+                f"{size:,} parameters (more than {MAX_PARAMS:,}; the ImageNet i-RevNet has "
+                f"125M): use fewer blocks, fewer channels or a larger model.mult"
+            )
+        stack = [
+            IRevBlock(ci, out, st, i == 0, mult, dropout, affine_bn)
+            for i, (ci, out, st) in enumerate(plan)
+        ]
         self.stack = nn.ModuleList(stack)
         # blocks up to the one after the last zero-padding block: recomputed forwards, not by
         # inversion, in the memory-saving backward (see reversible_stack)
@@ -262,6 +274,14 @@ class IRevNet(nn.Module):
         n = len(self.stack)
         keep = range(n) if n <= 12 else sorted({*range(5, n, 6), n - 1})
         return [f"stack.{i}" for i in keep]
+
+
+def _block_params(c_in: int, out: int, stride: int, mult: int) -> int:
+    """Parameters of one block's F (convolutions and affine BN, as IRevBlock builds it; the
+    first block's missing input BN is ignored: an upper bound)."""
+    half = (c_in + (2 * out - c_in if stride == 1 else 0)) // 2
+    mid = out // mult
+    return 2 * half + 9 * half * mid + 2 * mid + 9 * mid * mid + 2 * mid + 9 * mid * out
 
 
 def _check_block(stage: int, c_in: int, out: int, stride: int, mult: int) -> None:
