@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scatterlab.errors import CheckpointError, DataError, DivergedError
+from scatterlab.errors import CheckpointError, ConfigError, DataError, DivergedError
 from scatterlab.utils import load_checkpoint
 from tests.conftest import ROOT, read_metrics, run_cli
 
@@ -217,3 +217,38 @@ def test_bad_checkpoint_errors_are_checkpoint_errors(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(path)
+
+
+STUDIES = sorted(p.stem for p in (ROOT / "configs" / "study").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_lists_killed_jobs_with_a_rerun_command(study: str, tmp_path: Path) -> None:
+    """A sweep whose jobs were killed before they wrote anything: the report lists each one
+    as missing, with a rerun command that composes as it is written."""
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from scatterlab.overrides import check_overrides
+    from scatterlab.report import MISSING, collect
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"study={study}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    OmegaConf.set_struct(cfg, False)
+    cfg.hydra.overrides.task = [f"study={study}"]  # what Hydra writes for `-m study=NAME`
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
+    jobs, _ = collect([tmp_path])
+    assert len(jobs) >= 2 and all(j.status == MISSING for j in jobs)
+    for job in jobs[:3]:
+        words = shlex.split(job.rerun())
+        assert words[:2] == ["python", "train.py"] and f"study={study}" in words
+        assert words[-1] == f"hydra.run.dir={tmp_path / str(job.num)}"
+        try:  # composes as written (a GPU study's rerun is refused only for this machine)
+            check_overrides(str(ROOT / "configs"), "train", words[2:-1])
+        except ConfigError as e:
+            assert "has no CUDA GPU" in str(e), e

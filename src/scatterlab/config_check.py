@@ -95,7 +95,7 @@ EXTERNAL: dict[str, Any] = {
     "log_refresh_rate": PositiveInt,
 }
 _FRAMEWORK = "scatterlab."  # targets whose own annotations declare their ranges
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 
 
 def validate_config(cfg: DictConfig | dict[str, Any], machine: bool = True) -> None:
@@ -420,9 +420,10 @@ def _schema(target: str, path: str) -> tuple[dict[str, Any], list[str]]:
         fn = c.__init__ if inspect.isclass(c) else c
         with contextlib.suppress(TypeError, ValueError):
             for name, p in inspect.signature(fn).parameters.items():
-                default = list(p.default) if isinstance(p.default, tuple) else p.default
-                if p.default is not p.empty and _jsonable(default):
-                    defaults.setdefault(name, default)
+                # scalars only: a base class's sequence default (e.g. a data module's mean)
+                # is often replaced by its subclass's __init__, which a check cannot see
+                if p.default is not p.empty and isinstance(p.default, int | float | str | bool):
+                    defaults.setdefault(name, p.default)
     checks = [list(c) for c in getattr(obj, "CONFIG_CHECKS", ())]
     schema = {"params": params, "open": open_kwargs, "hints": hints, "defaults": defaults}
     schema["checks"] = checks
@@ -431,12 +432,6 @@ def _schema(target: str, path: str) -> tuple[dict[str, Any], list[str]]:
         with contextlib.suppress(TypeError, OSError):
             files.append(inspect.getsourcefile(c) or "")
     return schema, [f for f in files if f]
-
-
-def _jsonable(value: Any) -> bool:
-    if value is None or isinstance(value, int | float | str | bool):
-        return True
-    return isinstance(value, list) and all(_jsonable(v) for v in value)
 
 
 def _cache_file() -> Path:
