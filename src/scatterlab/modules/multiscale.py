@@ -104,7 +104,7 @@ class LogConcavityModule(_ThreadedTheory):
     def __init__(
         self,
         size: Annotated[int, Range(ge=4, le=32)] = 16,
-        betas: list[Beta] = (0.5, 0.68, 0.8, 1.0, 1.36, 2.0),
+        betas: list[Beta] = (0.5, 0.68, 0.8, 0.94, 1.0, 1.36, 2.0),
         wavelets: list[str] = ("haar", "db4"),
         n_samples: Annotated[int, Range(ge=2, le=256)] = 32,
         n_therm: Annotated[int, Range(ge=10, le=1000)] = 100,
