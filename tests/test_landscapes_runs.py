@@ -78,3 +78,40 @@ def test_spin_glass_module(tmp_path):
     assert m["E_0"] == pytest.approx(1.657, abs=5e-4)
     with pytest.raises(ConfigError, match="couplings"):
         SpinGlassModule(p=6, sizes=[400])
+
+
+def test_hessian_callback_on_a_tiny_quickstart(tmp_path, one_thread):
+    """callbacks=hessian: SLQ at the start and the end of a 2-batch quickstart, in-process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from scatterlab import ROOT
+    from scatterlab.train import train
+
+    overrides = [
+        "callbacks=hessian",
+        "logger=csv",
+        "model.widths=[8,16]",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "callbacks.hessian.images=32",
+        "callbacks.hessian.lanczos_steps=6",
+        "callbacks.hessian.probes=1",
+        "test=false",
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig().set_config(cfg)
+    metrics = train(cfg)
+    doc = json.loads((tmp_path / "hessian_spectrum.json").read_text())
+    assert [h["stage"] for h in doc["history"]] == ["start", "end"]
+    assert all(h["hessian/hvps"] == 6 for h in doc["history"])
+    assert math.isfinite(metrics["hessian/lambda_max"]) and metrics["hessian/lambda_max"] > 0
+    assert (tmp_path / "hessian_spectrum.png").stat().st_size > 1000

@@ -7,13 +7,17 @@ Each one computes in its test stage with `scatterlab.landscapes` (plain torch), 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
+import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
@@ -39,7 +43,7 @@ from scatterlab.landscapes.spinglass import (
     e_inf,
     energy_threshold,
 )
-from scatterlab.modules.theory import TheoryModule
+from scatterlab.modules.theory import TheoryModule, _plain
 from scatterlab.ranges import Range, Seed
 from scatterlab.theory.jacobian import jacobian_spectrum
 
@@ -624,8 +628,135 @@ class SpinGlassModule(TheoryModule):
             plots.spin_glass(self.results, path)
 
 
+class HessianSpectrumCallback(Callback):
+    """`callbacks=hessian`: the Hessian spectrum of a classification run's cross-entropy at the
+    start and the end of training, by stochastic Lanczos quadrature (any net, the learned
+    scattering nets included; only real floating parameters are counted).
+
+    images: a fixed seeded subset of `split` on which the loss is taken; lanczos_steps x
+    probes Hessian-vector products give the density, trace, index and the extreme Ritz values
+    (lambda_max: Lanczos converges to the extreme eigenvalues first). Cost on the quickstart's
+    scattering net (144k parameters, 256 images): 0.44 s per HVP on 2 loaded CPU cores.
+    Writes hessian_spectrum.json and hessian_spectrum.png into the run dir; `hessian/*` scalars
+    go to every logger and, at the end, to metrics.json.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        images: Annotated[int, Range(ge=1, le=100_000)] = 128,
+        split: Literal["train", "val", "test"] = "train",
+        lanczos_steps: Annotated[int, Range(ge=2, le=300)] = 30,
+        probes: Annotated[int, Range(ge=1, le=64)] = 2,
+        at_start: bool = True,
+        seed: Seed = 0,
+    ) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.images, self.split, self.seed = int(images), split, int(seed)
+        self.lanczos_steps, self.probes = int(lanczos_steps), int(probes)
+        self.at_start = bool(at_start)
+        self.history: list[dict] = []
+
+    def _batches(self, trainer: L.Trainer, device) -> list:
+        from scatterlab.data.base import device_batches
+
+        dm = trainer.datamodule
+        splits = getattr(dm, "splits", None)
+        if not isinstance(splits, dict) or self.split not in splits:
+            raise ConfigError(
+                "callbacks=hessian needs a labelled in-memory classification data set with a "
+                f"{self.split!r} split (data.splits); remove callbacks=hessian for this data"
+            )
+        return device_batches(dm, self.split, self.images, self.seed, device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_start and trainer.current_epoch == 0 and not self.history:
+            self._run(trainer, pl_module, "start")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run(trainer, pl_module, "end")
+        last = {k: v for k, v in self.history[-1].items() if k.startswith("hessian/")}
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in last.items()})
+        if trainer.is_global_zero and self.output_dir is not None:
+            grid_lo = min(r["hessian/lambda_min_ritz"] for r in self.history)
+            grid_hi = max(r["hessian/lambda_max"] for r in self.history)
+            pad = 0.05 * (grid_hi - grid_lo + 1e-12)
+            grid = torch.linspace(grid_lo - pad, grid_hi + pad, 800, dtype=torch.float64)
+            sigma = 0.01 * (grid_hi - grid_lo + 1e-12)
+            curves = [
+                (
+                    grid,
+                    hs.slq_density(
+                        torch.tensor(r["slq_nodes"], dtype=torch.float64),
+                        torch.tensor(r["slq_weights"], dtype=torch.float64),
+                        grid,
+                        sigma,
+                    ),
+                    f"{r['stage']} (epoch {r['epoch']}): lambda_max {r['hessian/lambda_max']:.3g}",
+                )
+                for r in self.history
+            ]
+            plots.spectra(
+                [{"exact": None, "curves": curves, "title": "Hessian spectral density (SLQ)"}],
+                self.output_dir / "hessian_spectrum.png",
+            )
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir)
+        start = time.perf_counter()
+        was_training = pl_module.training
+        pl_module.eval()  # batch norm with its running statistics: a fixed function
+        frozen = [p for p in pl_module.parameters() if p.requires_grad and p.is_complex()]
+        for p in frozen:  # complex weights are left out of the Hessian (real coordinates only)
+            p.requires_grad_(False)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                batches = self._batches(trainer, pl_module.device)
+                op = hs.HessianOperator(
+                    pl_module, lambda out, y: nn.functional.cross_entropy(out.float(), y), batches
+                )
+                nodes, weights = hs.slq(op, self.lanczos_steps, self.probes, self.seed)
+                loss = op.loss()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+            pl_module.train(was_training)
+        ok = torch.isfinite(nodes)
+        record = {
+            "stage": stage,
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "params": op.dim,
+            "complex_params_left_out": sum(p.numel() for p in frozen),
+            "hessian/loss": loss,
+            "hessian/lambda_max": float(nodes[ok].max()),
+            "hessian/lambda_min_ritz": float(nodes[ok].min()),
+            "hessian/trace_slq": hs.slq_trace(nodes, weights, op.dim),
+            "hessian/index_slq": hs.slq_index(nodes, weights, 0.01 * float(nodes[ok].abs().max())),
+            "hessian/hvps": op.hvps,
+            "hessian/cost_s": time.perf_counter() - start,
+            "slq_nodes": nodes.tolist(),
+            "slq_weights": weights.tolist(),
+        }
+        self.history.append(record)
+        scalars = {k: v for k, v in record.items() if k.startswith("hessian/")}
+        for lg in trainer.loggers:
+            lg.log_metrics(
+                {f"{k}_{stage}": v for k, v in scalars.items()}, step=trainer.global_step
+            )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "hessian_spectrum.json").write_text(
+            json.dumps(_plain({"history": self.history}), indent=1)
+        )
+
+
 __all__ = [
     "FreeProbabilityModule",
+    "HessianSpectrumCallback",
     "HessianSpectrumModule",
     "JacobianDensityModule",
     "SpinGlassModule",
