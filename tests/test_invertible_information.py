@@ -132,3 +132,40 @@ def test_generator_bad_scale_is_a_config_error() -> None:
         ScatteringGeneratorModule(partial(torch.optim.Adam), channels=1, size=8, J=4)
     with pytest.raises(ConfigError, match="exceeds"):
         ScatteringGeneratorModule(partial(torch.optim.Adam), channels=1, size=8, J=2, dim=1000)
+
+
+def test_gradient_callback_in_a_lightning_fit(tmp_path, one_thread) -> None:
+    """GradientPhasesCallback on a 2-epoch fit of a small i-RevNet: one record per epoch and
+    layer, std across the 5 mini-batches > 0, files written."""
+    import json
+    from functools import partial
+
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from scatterlab.invertible import IRevNet
+    from scatterlab.invertible.gradients import GradientPhasesCallback
+    from scatterlab.modules.classification import ClassificationModule
+
+    torch.manual_seed(0)
+    net = IRevNet(10, 1, 8, [1, 1, 1], [1, 2, 2], [8, 32, 128])
+    module = ClassificationModule(net, partial(torch.optim.SGD, lr=0.05), num_classes=10)
+    data = TensorDataset(torch.randn(320, 1, 8, 8), torch.randint(0, 10, (320,)))
+    callback = GradientPhasesCallback(output_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=64))
+    doc = json.loads((tmp_path / "gradients.json").read_text())
+    assert [h["epoch"] for h in doc["history"]] == [1, 2]
+    layer = doc["history"][-1]["layers"]["stack.2.F.layers.9"]
+    assert layer["batches"] == 5 and layer["std"] > 0 and layer["mean"] > 0
+    assert "stack.0.F.layers.0" in doc["history"][0]["layers"]  # the dead first block too
+    assert (tmp_path / "gradients.png").exists()
