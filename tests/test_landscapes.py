@@ -327,6 +327,19 @@ def test_p_spin_descent_finds_minima_near_the_threshold():
     assert eig.min() > -1e-6  # local minima: index 0
 
 
+def test_p_spin_eigenvector_following_finds_index_k_saddles():
+    sg = SphericalPSpin(12, 3, seed=3)
+    r = sg.saddles(sg.random_points(6, seed=4), 1, lr=0.05, steps=1500, tol=1e-8)
+    ok = r["grad_rms"] < 1e-6
+    assert ok.sum() >= 4
+    assert (r["index"][ok] == 1).all()  # exactly one negative tangent direction
+    minima = sg.saddles(sg.random_points(6, seed=4), 0, lr=0.05, steps=1500, tol=1e-8)
+    # saddles of index 1 lie above the minima reached from the same starts
+    assert float(r["energy"][ok].mean()) > float(minima["energy"].mean())
+    with pytest.raises(ConfigError, match="index k"):
+        sg.saddles(sg.random_points(2), 12)
+
+
 def test_p_spin_bad_input():
     with pytest.raises(ConfigError, match="p >= 2"):
         SphericalPSpin(10, 1)

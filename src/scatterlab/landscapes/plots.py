@@ -73,7 +73,10 @@ def spin_glass(result: dict, path: Path) -> Path:
     ax.legend(fontsize=7)
     ax = axes[2]
     for n, d in result["index"].items():
-        ax.scatter(d["energy"], d["index"], s=8, label=f"N={n}")
+        ax.scatter(d["energy"], d["index"], s=8, label=f"N={n} (descent)")
+    for k, d in result.get("saddles", {}).items():
+        idx = np.asarray(d["index"], dtype=float) / (d["n"] - 1)
+        ax.scatter(d["energy"], idx, s=10, marker="x", label=f"N={d['n']}, index-{k} search")
     ax.axvline(-result["E_inf"], color="k", ls=":", lw=1)
     ax.set_xlabel("energy per site")
     ax.set_ylabel("index (fraction of negative Hessian eigenvalues)")

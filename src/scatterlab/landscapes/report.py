@@ -133,6 +133,24 @@ def _spin_glass(m: dict, res: dict) -> list[str]:
             f"| {_f(r['max'])} | {_f(r['grad_rms_max'], 2)} | {r['steps']} "
             f"| {_f(r['index_mean'], 3)} | {_f(r['lambda_min_mean'], 3)} | {_f(r['time_s'], 3)} |"
         )
+    ks = sorted({int(k.split("/")[1][2:]) for k in m if k.startswith("saddles/k=")})
+    if ks:
+        lines += [
+            "",
+            "Index-k critical points by eigenvector following at N = "
+            f"{res['saddles'][str(ks[0])]['n'] if 'saddles' in res else '?'} "
+            "(converged: RMS Riemannian gradient < 1e-3):",
+            "",
+            "| k | converged | index exactly k | mean H/N | -E_k (ABC, N -> inf) |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {k} | {_f(m[f'saddles/k={k}/converged'], 3)} "
+                f"| {_f(m[f'saddles/k={k}/index_is_k'], 3)} "
+                f"| {_f(m[f'saddles/k={k}/mean_energy'])} "
+                f"| {_f(-m[f'E_{k}_index']) if f'E_{k}_index' in m else '-'} |"
+                for k in ks
+            ],
+        ]
     if "mean_energy_fit_1_over_N/intercept" in m:
         lines += [
             "",

@@ -530,7 +530,8 @@ class SpinGlassModule(TheoryModule):
     """Spherical pure p-spin glass: projected gradient descent from many random starts for
     several N, energies per site against -E_0 and -E_inf, Riemannian Hessian index of the
     points found, and the complexity curves Theta_p, Theta_{k,p} (Choromanska et al. 2015's
-    spin-glass panel; Auffinger, Ben Arous & Cerny 2013)."""
+    spin-glass panel; Auffinger, Ben Arous & Cerny 2013); saddle_*: critical points of index
+    k in saddle_ks at N = saddle_size, by eigenvector following."""
 
     def __init__(
         self,
@@ -542,6 +543,10 @@ class SpinGlassModule(TheoryModule):
         momentum: Annotated[float, Range(ge=0, le=0.95)] = 0.8,
         index_points: Annotated[int, Range(ge=1, le=200)] = 40,
         max_k: Annotated[int, Range(ge=0, le=20)] = 3,
+        saddle_size: Annotated[int, Range(ge=2, le=200)] = 30,
+        saddle_ks: list[Annotated[int, Range(ge=0, le=20)]] = (1, 2, 3),
+        saddle_restarts: Annotated[int, Range(ge=1, le=1000)] = 30,
+        saddle_steps: Annotated[int, Range(ge=1, le=20000)] = 1000,
         seed: Seed = 0,
         name: str = "spin_glass",
         output_dir: str | None = None,
@@ -564,6 +569,21 @@ class SpinGlassModule(TheoryModule):
             int(max_k),
         )
         self.seed = int(seed)
+        self.saddle_size, self.saddle_ks = int(saddle_size), [int(k) for k in saddle_ks]
+        self.saddle_restarts, self.saddle_steps = int(saddle_restarts), int(saddle_steps)
+        if any(k > self.saddle_size - 1 for k in self.saddle_ks):
+            raise ConfigError(
+                f"module.saddle_ks={self.saddle_ks}: an index k must be <= module.saddle_size - 1 "
+                f"= {self.saddle_size - 1} (the sphere's dimension)"
+            )
+        if float(self.saddle_size) ** self.p > 2.5e8:
+            raise ConfigError(
+                f"module.saddle_size={self.saddle_size} with module.p={self.p}: too many "
+                "couplings (> 2.5e8); use a smaller saddle_size or p"
+            )
+
+    def _saddles(self) -> dict:
+        return _spin_glass_saddles(self)
 
     def compute(self) -> None:
         p = self.p
@@ -603,6 +623,7 @@ class SpinGlassModule(TheoryModule):
             table.append(row)
             for key in ("mean", "sd", "min", "grad_rms_max", "index_mean", "time_s"):
                 self.metrics[f"N={n}/{key}"] = row[key]
+        saddles = self._saddles()
         if len(self.sizes) > 1:  # finite-size trend: mean energy = a + b / N, a the N -> inf value
             inv = np.array([1 / r["N"] for r in table])
             b, a = np.polyfit(inv, np.array([r["mean"] for r in table]), 1)
@@ -623,9 +644,36 @@ class SpinGlassModule(TheoryModule):
             "energies": energies,
             "index": index,
             "complexity": {"u": u, "theta": theta, "theta_k": theta_k},
+            "saddles": saddles,
         }
         if (path := self.plot_path("energies")) is not None:
             plots.spin_glass(self.results, path)
+
+
+def _spin_glass_saddles(module: SpinGlassModule) -> dict:
+    """Index-k critical points at N = saddle_size: energy per site and the measured index of
+    the converged points (RMS Riemannian gradient < 1e-3)."""
+    if not module.saddle_ks:
+        return {}
+    sg = SphericalPSpin(module.saddle_size, module.p, module.seed, torch.float64)
+    out = {}
+    for k in module.saddle_ks:
+        r = sg.saddles(
+            sg.random_points(module.saddle_restarts, module.seed + 2 + k),
+            k,
+            lr=0.05,
+            steps=module.saddle_steps,
+            progress=True,
+        )
+        ok = r["grad_rms"] < 1e-3
+        e, idx = r["energy"][ok], r["index"][ok]
+        out[k] = {"energy": e, "index": idx, "n": module.saddle_size}
+        module.metrics[f"saddles/k={k}/converged"] = float(ok.double().mean())
+        module.metrics[f"saddles/k={k}/index_is_k"] = (
+            float((idx == k).double().mean()) if len(idx) else math.nan
+        )
+        module.metrics[f"saddles/k={k}/mean_energy"] = float(e.mean()) if len(e) else math.nan
+    return out
 
 
 class HessianSpectrumCallback(Callback):
