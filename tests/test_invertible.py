@@ -161,7 +161,7 @@ def test_bad_input_size_exits_with_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    assert err and "input_size=8 cannot be squeezed 16x" in err[0]
+    assert err and "input_size=8" in err[0] and "cannot be squeezed" in err[0]
 
 
 def test_tiny_training_reaches_accuracy_and_stays_invertible(one_thread) -> None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
-from scatterlab.ranges import PositiveInt, Range
+from scatterlab.ranges import Range
 
 # Upper bounds of the config ranges: far above the published nets (72 blocks in a stage, 1536
 # channels), low enough that an accepted value builds in memory.
@@ -178,11 +178,25 @@ class IRevNet(nn.Module):
     CIFAR runs), affine_bn: learned BN scales/shifts, mult: bottleneck width divisor.
     """
 
+    # checked on the config before anything is built (scatterlab.config_check); the channel
+    # rules of each block are checked in __init__ (_check_block)
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        (
+            "len(blocks) == len(strides) and (channels is None or len(channels) == len(blocks))",
+            "model.blocks, model.strides and model.channels need one entry per stage",
+        ),
+        (
+            "input_size % (max(init_ds, 1) * 2 ** strides.count(2)) == 0",
+            "the input size cannot be squeezed by init_ds and every stride-2 stage: use fewer "
+            "stride-2 stages or a divisible model.input_size",
+        ),
+    )
+
     def __init__(
         self,
-        num_classes: PositiveInt,
-        in_channels: PositiveInt,
-        input_size: PositiveInt,
+        num_classes: Annotated[int, Range(ge=1, le=100_000)],
+        in_channels: Annotated[int, Range(ge=1, le=MAX_CHANNELS)],
+        input_size: Annotated[int, Range(ge=1, le=65_536)],
         blocks: list[Annotated[int, Range(ge=1, le=MAX_BLOCKS)]] = (2, 2, 2),
         strides: list[Literal[1, 2]] = (1, 2, 2),
         channels: list[Annotated[int, Range(ge=1, le=MAX_CHANNELS)]] | None = None,

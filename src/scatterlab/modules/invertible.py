@@ -68,14 +68,23 @@ class ScatteringGeneratorModule(L.LightningModule):
     samples}.png into output_dir at the end of the test, samples from z ~ N(0, I_dim).
     """
 
+    CONFIG_CHECKS: tuple[tuple[str, str], ...] = (
+        ("size % 2 ** J == 0", "module.J is too large: the image size must be divisible by 2^J"),
+        ("size & (size - 1) == 0", "the generator needs a power-of-2 image size"),
+        (
+            "dim <= channels * (1 + J * L + L * L * J * (J - 1) // 2) * (size // 2 ** J) ** 2",
+            "module.dim exceeds the number of scattering coefficients: lower module.dim",
+        ),
+    )
+
     def __init__(
         self,
         optimizer: Callable[..., torch.optim.Optimizer],
-        channels: PositiveInt = 1,
-        size: PositiveInt = 8,
-        J: PositiveInt = 2,
+        channels: Annotated[int, Range(ge=1, le=64)] = 1,
+        size: Annotated[int, Range(ge=2, le=1024)] = 8,
+        J: Annotated[int, Range(ge=1, le=8)] = 2,
         L: Annotated[int, Range(ge=1, le=16)] = 8,
-        dim: PositiveInt = 64,
+        dim: Annotated[int, Range(ge=1, le=65_536)] = 64,
         width: Annotated[int, Range(ge=16, le=2048)] = 128,
         fit_images: PositiveInt = 4096,
         name: str = "scattering_generator",
@@ -89,14 +98,15 @@ class ScatteringGeneratorModule(L.LightningModule):
             )
         if size & (size - 1):
             raise ConfigError(f"data image size {size} must be a power of 2 for the generator")
+        n_scat = channels * (1 + J * L + L * L * J * (J - 1) // 2) * (size // 2**J) ** 2
+        if dim > n_scat:
+            raise ConfigError(
+                f"module.dim={dim} exceeds the {n_scat} scattering coefficients "
+                f"(J={J}, L={L}): use module.dim <= {n_scat}"
+            )
         from scatterlab.invertible.generator import Generator, ScatteringEmbedding
 
         self.embedding = ScatteringEmbedding(J, size, channels, dim, L)
-        if dim > self.embedding.n_scat:
-            raise ConfigError(
-                f"module.dim={dim} exceeds the {self.embedding.n_scat} scattering coefficients "
-                f"(J={J}, L={L}): use module.dim <= {self.embedding.n_scat}"
-            )
         self.generator = Generator(dim, channels, size, width)
         self.optimizer_factory, self.fit_images = optimizer, fit_images
         self.name, self.output_dir = name, output_dir
