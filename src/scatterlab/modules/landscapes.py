@@ -666,13 +666,14 @@ def _spin_glass_saddles(module: SpinGlassModule) -> dict:
             progress=True,
         )
         ok = r["grad_rms"] < 1e-3
+        if not ok.any():  # none converged (few steps): describe all points; converged = 0 says so
+            ok = torch.ones_like(ok)
+            module.metrics[f"saddles/k={k}/converged"] = 0.0
         e, idx = r["energy"][ok], r["index"][ok]
         out[k] = {"energy": e, "index": idx, "n": module.saddle_size}
-        module.metrics[f"saddles/k={k}/converged"] = float(ok.double().mean())
-        module.metrics[f"saddles/k={k}/index_is_k"] = (
-            float((idx == k).double().mean()) if len(idx) else math.nan
-        )
-        module.metrics[f"saddles/k={k}/mean_energy"] = float(e.mean()) if len(e) else math.nan
+        module.metrics.setdefault(f"saddles/k={k}/converged", float(ok.double().mean()))
+        module.metrics[f"saddles/k={k}/index_is_k"] = float((idx == k).double().mean())
+        module.metrics[f"saddles/k={k}/mean_energy"] = float(e.mean())
     return out
 
 
