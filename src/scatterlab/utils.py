@@ -126,11 +126,13 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
 # What a config stored inside a checkpoint may build: a crafted `scatterlab_config` whose
 # `_target_` is `os.system` would otherwise run code through Hydra's instantiate.
 SAFE_TARGETS = ("scatterlab.", "torch.optim.", "torch.nn.")
+BUILT_FROM_CHECKPOINT = ("model", "module", "data")  # what eval.py and rainbow rebuild
 
 
 def stored_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The run config a train.py checkpoint stores, refused if it would build anything else
-    than scatterlab's own classes and torch's layers and optimizers."""
+    """The run config a train.py checkpoint stores, refused if the parts that are rebuilt from
+    it (model, module, data) would build anything but scatterlab's own classes and torch's
+    layers and optimizers."""
     cfg = ckpt.get("scatterlab_config")
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} was not written by scatterlab's train.py (no config)")
@@ -150,7 +152,8 @@ def stored_config(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
             for i, v in enumerate(node):
                 walk(v, f"{key}[{i}]")
 
-    walk(cfg, "")
+    for group in BUILT_FROM_CHECKPOINT:
+        walk(cfg.get(group), group)
     return cfg
 
 
