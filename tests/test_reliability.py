@@ -20,18 +20,10 @@ import torch.nn.functional as F
 from scatterlab.errors import CheckpointError, ConfigError, DataError, DivergedError
 from scatterlab.utils import load_checkpoint
 from tests.conftest import ROOT, read_metrics, run_cli
+from tests.test_faults import _one_thread  # noqa: F401 - autouse: one thread per run
 
-TINY = [
-    "model.widths=[8,16]",
-    "trainer.max_epochs=3",
-    "logger=csv",
-    "callbacks.progress_bar=null",
-]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # light load on the shared cores
+# test_faults' tiny network, 3 epochs
+TINY = ["model.widths=[8,16]", "trainer.max_epochs=3", "logger=csv", "callbacks.progress_bar=null"]
 
 
 class _RunsCode:
