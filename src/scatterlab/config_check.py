@@ -486,6 +486,12 @@ class _Schemas:
         if not self.dirty:
             return
         with contextlib.suppress(OSError, TypeError, ValueError):  # a cache: best effort
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                # merge with what other processes (a sweep's jobs) wrote since it was read
+                data = json.loads(self.path.read_text())
+                if data.get("version") == _SCHEMA_VERSION:
+                    for target, entry in data["entries"].items():
+                        self.entries.setdefault(target, entry)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"version": _SCHEMA_VERSION, "entries": self.entries}))
