@@ -14,6 +14,7 @@ from scatterlab.modules.landscapes import (
     FreeProbabilityModule,
     HessianSpectrumModule,
     JacobianDensityModule,
+    LossSurfaceDigitsModule,
     SpinGlassModule,
 )
 
@@ -115,3 +116,14 @@ def test_hessian_callback_on_a_tiny_quickstart(tmp_path, one_thread):
     assert all(h["hessian/hvps"] == 6 for h in doc["history"])
     assert math.isfinite(metrics["hessian/lambda_max"]) and metrics["hessian/lambda_max"] > 0
     assert (tmp_path / "hessian_spectrum.png").stat().st_size > 1000
+
+
+def test_loss_surface_digits_module(tmp_path):
+    mod = LossSurfaceDigitsModule(
+        widths=[4, 16], restarts=4, steps=20, batch_size=32, output_dir=str(tmp_path)
+    )
+    m = _check(mod, tmp_path, "loss_surface_digits")
+    assert -1 <= m["width=4/pearson_train_test"] <= 1
+    assert (
+        m["width=16/test_loss_mean"] < math.log(10) + 0.5
+    )  # it learned something or is near chance

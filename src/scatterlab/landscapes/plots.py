@@ -139,3 +139,29 @@ def cdfs(panels: list[dict], path: Path, cols: int = 2, floor: float = 1e-12) ->
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     return _save(fig, path)
+
+
+def loss_histograms(losses: dict, rows: list[dict], path: Path) -> Path:
+    """Test-loss histograms per width (scaled by their mean, as Choromanska et al. Fig. 5
+    compare shapes) and the train / test correlation per width beside the published one."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for w, loss in losses.items():
+        v = np.asarray(loss, dtype=float)
+        axes[0].hist(v / v.mean(), bins=20, histtype="step", lw=1.4, label=f"n1={w}")
+    axes[0].set_xlabel("test loss / mean test loss (per width)")
+    axes[0].set_title("spread of the final test losses over restarts", fontsize=9)
+    axes[0].legend(fontsize=7)
+    ws = [r["width"] for r in rows]
+    axes[1].plot(ws, [r["pearson_train_test"] for r in rows], "o-", label="ours (digits 8x8)")
+    pub = [
+        (r["width"], r["published_pearson"]) for r in rows if np.isfinite(r["published_pearson"])
+    ]
+    if pub:
+        axes[1].plot(
+            *zip(*pub, strict=True), "s--", label="Choromanska et al. Table 1 (MNIST 10x10)"
+        )
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("hidden units n1")
+    axes[1].set_ylabel("Pearson correlation, train vs test loss")
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)

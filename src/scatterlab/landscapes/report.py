@@ -3,8 +3,9 @@ published values, from a run directory.
 
     python -m scatterlab.landscapes.report KIND RUN_DIR --out results/landscapes_KIND
 
-KIND: rmt | jacobian | hessian | spin_glass. Writes OUT.md, OUT.json (metrics, env, tables;
-not the raw arrays) and copies the run's PNG plots to OUT.png (OUT_<suffix>.png if several).
+KIND: rmt | jacobian | hessian | spin_glass | loss_surface. Writes OUT.md, OUT.json (metrics,
+env, tables; not the raw arrays) and copies the run's PNG plots to OUT.png (OUT_<suffix>.png
+if several).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ NAMES = {
     "jacobian": "jacobian_density",
     "hessian": "hessian_spectrum",
     "spin_glass": "spin_glass",
+    "loss_surface": "loss_surface_digits",
 }
 
 
@@ -160,12 +162,37 @@ def _spin_glass(m: dict, res: dict) -> list[str]:
     return lines
 
 
-TABLES = {"rmt": _rmt, "jacobian": _jacobian, "hessian": _hessian, "spin_glass": _spin_glass}
+def _loss_surface(m: dict, res: dict) -> list[str]:
+    lines = [
+        f"{res['restarts']} SGD restarts per width; digits 8x8 (Choromanska et al.: MNIST 10x10).",
+        "",
+        "| hidden units n1 | train loss (mean) | test loss (mean) | test loss sd | sd / mean "
+        "| Pearson train-test | published (Table 1) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['width']} | {_f(r['train_loss_mean'])} | {_f(r['test_loss_mean'])} "
+            f"| {_f(r['test_loss_sd'], 3)} | {_f(r['test_loss_cv'], 3)} "
+            f"| {_f(r['pearson_train_test'], 3)} | {_f(r['published_pearson'])} |"
+        )
+    return lines
+
+
+TABLES = {
+    "rmt": _rmt,
+    "jacobian": _jacobian,
+    "hessian": _hessian,
+    "spin_glass": _spin_glass,
+    "loss_surface": _loss_surface,
+}
 TITLES = {
     "rmt": "Random matrices and free probability: sampled vs closed forms and R/S-transforms",
     "jacobian": "Jacobian singular-value densities of deep random networks (S-transform theory)",
     "hessian": "Hessian spectra of a small MLP on the digits: exact vs Lanczos / SLQ / Hutchinson",
     "spin_glass": "Spherical 3-spin glass: descent energies, index, ABC complexity",
+    "loss_surface": "Loss surfaces of one-hidden-layer ReLU nets on the digits (Choromanska "
+    "Fig. 5)",
 }
 
 

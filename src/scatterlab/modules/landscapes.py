@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from scatterlab.errors import ConfigError
 from scatterlab.landscapes import hessian as hs
@@ -650,6 +651,115 @@ class SpinGlassModule(TheoryModule):
             plots.spin_glass(self.results, path)
 
 
+# Choromanska et al. 2015, Table 1 (MNIST reduced to 10x10, n1 = 25 .. 500): Pearson correlation
+# of train and test loss over restarts; from the reference notes, unverified in the paper itself
+CHOROMANSKA_TABLE1 = {25: 0.7616, 50: 0.6861, 100: 0.5983, 250: 0.5302, 500: 0.4081}
+
+
+class LossSurfaceDigitsModule(TheoryModule):
+    """One-hidden-layer ReLU networks of growing width on the embedded digits (8x8, not
+    Choromanska et al.'s 10x10 MNIST), `restarts` independent SGD runs per width trained as one
+    batch: the spread of the final test losses and the train / test loss correlation per width
+    (Choromanska et al. 2015, Fig. 5 and Table 1).
+    """
+
+    def __init__(
+        self,
+        widths: list[Annotated[int, Range(ge=1, le=2000)]] = (25, 50, 100, 250, 500),
+        restarts: Annotated[int, Range(ge=3, le=500)] = 40,
+        steps: Annotated[int, Range(ge=1, le=20000)] = 600,
+        batch_size: Annotated[int, Range(ge=1, le=1200)] = 100,
+        lr: Annotated[float, Range(gt=0, le=1)] = 0.1,
+        test_fraction: Annotated[float, Range(ge=0.1, le=0.9)] = 0.33,
+        seed: Seed = 0,
+        name: str = "loss_surface_digits",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.widths = [int(w) for w in widths]
+        if not self.widths:
+            raise ConfigError("module.widths=[] is empty: give at least one hidden width")
+        self.restarts, self.steps, self.batch_size = int(restarts), int(steps), int(batch_size)
+        self.lr, self.test_fraction, self.seed = float(lr), float(test_fraction), int(seed)
+
+    def compute(self) -> None:
+        with torch.inference_mode(False), torch.enable_grad():
+            self._compute()
+
+    def _train(self, xtr: Tensor, ytr: Tensor, width: int, gen: torch.Generator) -> list[Tensor]:
+        """`restarts` nets (R, ...) trained by minibatch SGD, each on its own sample order."""
+        r, d = self.restarts, xtr.shape[1]
+        w1 = (torch.randn(r, d, width, generator=gen) / math.sqrt(d)).requires_grad_(True)
+        b1 = torch.zeros(r, 1, width, requires_grad=True)
+        w2 = (torch.randn(r, width, 10, generator=gen) / math.sqrt(width)).requires_grad_(True)
+        b2 = torch.zeros(r, 1, 10, requires_grad=True)
+        params = [w1, b1, w2, b2]
+        bs = min(self.batch_size, len(xtr))
+        for _ in tqdm(range(self.steps), desc=f"width {width}", leave=False):
+            idx = torch.randint(0, len(xtr), (r, bs), generator=gen)
+            out = torch.relu(xtr[idx] @ w1 + b1) @ w2 + b2  # (R, B, 10)
+            # the sum of the restarts' mean losses: each net gets its own mean-loss gradient
+            loss = nn.functional.cross_entropy(out.reshape(-1, 10), ytr[idx].reshape(-1)) * r
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    p -= self.lr * g
+        return [p.detach() for p in params]
+
+    @staticmethod
+    def _losses(params: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
+        w1, b1, w2, b2 = params
+        out = torch.relu(x[None] @ w1 + b1) @ w2 + b2  # (R, n, 10)
+        r = out.shape[0]
+        ce = nn.functional.cross_entropy(out.reshape(-1, 10), y.repeat(r), reduction="none").view(
+            r, -1
+        )
+        return ce.mean(1)
+
+    def _compute(self) -> None:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.as_tensor(d.data / 16.0, dtype=torch.float32)
+        y = torch.as_tensor(d.target).long()
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+        n_test = int(round(self.test_fraction * len(x)))
+        te, tr = perm[:n_test], perm[n_test:]
+        rows, hist = [], {}
+        for width in self.widths:
+            gen = torch.Generator().manual_seed(self.seed * 1000 + width)
+            t0 = time.perf_counter()
+            params = self._train(x[tr], y[tr], width, gen)
+            with torch.no_grad():
+                train_loss = self._losses(params, x[tr], y[tr])
+                test_loss = self._losses(params, x[te], y[te])
+            if not (torch.isfinite(train_loss).all() and torch.isfinite(test_loss).all()):
+                raise ConfigError(
+                    f"module.lr={self.lr:g}: SGD diverged at width {width} (non-finite loss); "
+                    "use a smaller module.lr"
+                )
+            corr = float(np.corrcoef(train_loss.numpy(), test_loss.numpy())[0, 1])
+            corr = corr if math.isfinite(corr) else 0.0  # identical losses: no correlation
+            row = {
+                "width": width,
+                "train_loss_mean": float(train_loss.mean()),
+                "test_loss_mean": float(test_loss.mean()),
+                "test_loss_sd": float(test_loss.std()),
+                "test_loss_cv": float(test_loss.std() / test_loss.mean()),
+                "pearson_train_test": corr,
+                "published_pearson": CHOROMANSKA_TABLE1.get(width, math.nan),
+                "time_s": time.perf_counter() - t0,
+            }
+            rows.append(row)
+            hist[width] = test_loss
+            for k in ("test_loss_mean", "test_loss_sd", "pearson_train_test"):
+                self.metrics[f"width={width}/{k}"] = row[k]
+        self.results = {"restarts": self.restarts, "rows": rows, "test_losses": hist}
+        if (path := self.plot_path("losses")) is not None:
+            plots.loss_histograms(hist, rows, path)
+
+
 def _spin_glass_saddles(module: SpinGlassModule) -> dict:
     """Index-k critical points at N = saddle_size: energy per site and the measured index of
     the converged points (RMS Riemannian gradient < 1e-3)."""
@@ -805,6 +915,7 @@ class HessianSpectrumCallback(Callback):
 
 __all__ = [
     "FreeProbabilityModule",
+    "LossSurfaceDigitsModule",
     "HessianSpectrumCallback",
     "HessianSpectrumModule",
     "JacobianDensityModule",
