@@ -161,6 +161,8 @@ def loss_histograms(losses: dict, rows: list[dict], path: Path) -> Path:
             *zip(*pub, strict=True), "s--", label="Choromanska et al. Table 1 (MNIST 10x10)"
         )
     axes[1].set_xscale("log")
+    axes[1].set_xticks(ws, [str(w) for w in ws])
+    axes[1].minorticks_off()
     axes[1].set_xlabel("hidden units n1")
     axes[1].set_ylabel("Pearson correlation, train vs test loss")
     axes[1].legend(fontsize=7)
