@@ -19,7 +19,8 @@ def lock_run_dir(run_dir: str | Path) -> Any | None:
     requeued or resumed run takes it over. Processes that Lightning starts for the other DDP
     ranks share their rank 0's lock. Returns the open lock file (keep a reference).
     """
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")):
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # DDP, and srun's tasks
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ranks):
         return None
     path = Path(run_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
