@@ -55,6 +55,14 @@ class _ShallowModule(TheoryModule):
         if math.isfinite(value):
             self.metrics[key] = float(value)
 
+    def _features(self, activations: list, dims: list, widths: list) -> None:
+        """The random-feature grid: activations, input dimensions and at least two widths."""
+        self.activations = _nonempty(activations, "activations")
+        self.dims = _nonempty([int(d) for d in dims], "dims")
+        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
+        if len(self.widths) < 2:
+            raise ConfigError("module.widths needs two different widths to fit an exponent")
+
 
 class RandomFeaturesKernelModule(_ShallowModule):
     """Empirical random-feature kernels against their closed-form limits, and the error vs m.
@@ -77,11 +85,7 @@ class RandomFeaturesKernelModule(_ShallowModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__(name, output_dir, "cpu")
-        self.activations = _nonempty(activations, "activations")
-        self.dims = _nonempty([int(d) for d in dims], "dims")
-        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
-        if len(self.widths) < 2:
-            raise ConfigError("module.widths needs two different widths to fit an exponent")
+        self._features(activations, dims, widths)
         self.n, self.seeds, self.check_width, self.seed = int(n), int(seeds), check_width, seed
 
     def compute(self) -> None:
@@ -135,11 +139,7 @@ class RandomFeaturesRainbowModule(_ShallowModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__(name, output_dir, "cpu")
-        self.activations = _nonempty(activations, "activations")
-        self.dims = _nonempty([int(d) for d in dims], "dims")
-        self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
-        if len(self.widths) < 2:
-            raise ConfigError("module.widths needs two different widths to fit an exponent")
+        self._features(activations, dims, widths)
         self.n_fit, self.n_test, self.seeds, self.seed = n_fit, n_test, seeds, seed
 
     def compute(self) -> None:
