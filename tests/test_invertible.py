@@ -13,25 +13,13 @@ import torch.nn.functional as F
 from scatterlab.errors import ConfigError
 from scatterlab.invertible import IRevBlock, IRevNet, squeeze, unsqueeze
 from scatterlab.invertible.reconstruction import reconstruction_error
+from scatterlab.invertible.report import randomize_bn
 from scatterlab.models import count_parameters
 from tests.conftest import run_cli
 
 CIFAR = dict(
     num_classes=10, in_channels=3, input_size=32, strides=[1, 2, 2], channels=[16, 64, 256]
 )
-
-
-def _randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
-    """BN scales, shifts and running statistics away from their init (as after training)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
 
 
 def test_squeeze_is_a_permutation() -> None:
@@ -48,7 +36,7 @@ def test_inverse_of_forward_cifar(one_thread, randomize: bool) -> None:
     torch.manual_seed(0)
     net = IRevNet(blocks=[2, 2, 2], **CIFAR)
     if randomize:
-        _randomize_bn(net)
+        randomize_bn(net)
     x = torch.randn(4, 3, 32, 32)
     assert reconstruction_error(net, x, torch.float64) < 1e-10
     assert reconstruction_error(net, x, torch.float32) < 1e-5
@@ -61,7 +49,7 @@ def test_inverse_bijective_imagenet_layout(one_thread) -> None:
     features have exactly as many numbers as the input."""
     torch.manual_seed(1)
     net = IRevNet(10, 3, 32, blocks=[1, 2, 1], strides=[2, 2, 2], channels=[24, 96, 384], init_ds=2)
-    _randomize_bn(net)
+    randomize_bn(net)
     assert not net.injective_only
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     z = net.double().eval().features(x)

@@ -60,6 +60,7 @@ PUBLISHED = {
 
 
 def randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
+    """BN scales, shifts and running statistics away from their init (as after training)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
