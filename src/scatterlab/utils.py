@@ -112,10 +112,11 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e).lower() and "weights only" not in str(e).lower():
+        # a global outside torch's allow-list; any other refusal is a corrupt file
+        found = re.search(r"GLOBAL (\S+)|[Uu]nsupported global:? (?:GLOBAL )?([\w.]+)", str(e))
+        if not found:
             raise
-        found = re.search(r"GLOBAL (\S+)|global ([\w.]+)", str(e))
-        name = next((g for g in found.groups() if g), "") if found else ""
+        name = next((g for g in found.groups() if g), "")
         raise CheckpointError(
             f"{what} {path} holds a Python object that would run code when loaded"
             f"{f' ({name})' if name else ''}: refused. scatterlab reads only tensors and plain "
