@@ -315,6 +315,14 @@ def _mlp(sizes: list[int], activation: str, seed: int) -> nn.Module:
     return nn.Sequential(*layers[:-1]).double()
 
 
+def _smoothed(r: dict, key: str) -> Tensor:
+    """The exact eigenvalues r[key] as an equal-weight density on r["grid"], smoothed at 1 % of
+    max|eig| of the full Hessian."""
+    eig = r[key]
+    weights = torch.full((1, len(eig)), 1 / len(eig), dtype=torch.float64)
+    return hs.slq_density(eig[None], weights, r["grid"], 0.01 * float(r["eig"].abs().max()))
+
+
 class HessianSpectrumModule(TheoryModule):
     """The Hessian of a small MLP's cross-entropy on the digits, at initialisation and after
     training: exact eigenvalues beside stochastic Lanczos quadrature, Lanczos top-k, Hutchinson
@@ -463,30 +471,8 @@ class HessianSpectrumModule(TheoryModule):
                 {
                     "exact": None,
                     "curves": [
-                        (
-                            r["grid"],
-                            hs.slq_density(
-                                r["eig_h0"][None],
-                                torch.full(
-                                    (1, len(r["eig_h0"])), 1 / len(r["eig_h0"]), dtype=torch.float64
-                                ),
-                                r["grid"],
-                                0.01 * float(r["eig"].abs().max()),
-                            ),
-                            "H0 (Gauss-Newton)",
-                        ),
-                        (
-                            r["grid"],
-                            hs.slq_density(
-                                r["eig_h1"][None],
-                                torch.full(
-                                    (1, len(r["eig_h1"])), 1 / len(r["eig_h1"]), dtype=torch.float64
-                                ),
-                                r["grid"],
-                                0.01 * float(r["eig"].abs().max()),
-                            ),
-                            "H1 (residual)",
-                        ),
+                        (r["grid"], _smoothed(r, "eig_h0"), "H0 (Gauss-Newton)"),
+                        (r["grid"], _smoothed(r, "eig_h1"), "H1 (residual)"),
                     ],
                     "title": "trained: H = H0 + H1 (exact, smoothed)",
                 }
