@@ -10,12 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from scatterlab.theory.plots import save_figure  # noqa: E402
 
 
 def histograms(panels: list[dict], path: Path, cols: int = 3) -> Path:
@@ -45,7 +40,7 @@ def histograms(panels: list[dict], path: Path, cols: int = 3) -> Path:
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spin_glass(result: dict, path: Path) -> Path:
@@ -82,7 +77,7 @@ def spin_glass(result: dict, path: Path) -> Path:
     ax.set_ylabel("index (fraction of negative Hessian eigenvalues)")
     ax.set_title("Riemannian Hessian index of the points found", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spectra(panels: list[dict], path: Path) -> Path:
@@ -99,7 +94,7 @@ def spectra(panels: list[dict], path: Path) -> Path:
         ax.set_title(p["title"], fontsize=9)
         ax.set_xlabel("Hessian eigenvalue")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter(points: list[dict], path: Path, xlabel: str, ylabel: str, title: str) -> Path:
@@ -114,7 +109,7 @@ def scatter(points: list[dict], path: Path, xlabel: str, ylabel: str, title: str
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cdfs(panels: list[dict], path: Path, cols: int = 2, floor: float = 1e-12) -> Path:
@@ -138,7 +133,7 @@ def cdfs(panels: list[dict], path: Path, cols: int = 2, floor: float = 1e-12) ->
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def loss_histograms(losses: dict, rows: list[dict], path: Path) -> Path:
@@ -166,4 +161,4 @@ def loss_histograms(losses: dict, rows: list[dict], path: Path) -> Path:
     axes[1].set_xlabel("hidden units n1")
     axes[1].set_ylabel("Pearson correlation, train vs test loss")
     axes[1].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from scatterlab.theory.plots import save_figure  # noqa: E402
+
 
 def log_concavity(rows: list[dict], gauss: dict[str, list[dict]], path: Path) -> None:
     """Left: smallest Hessian eigenvalue (median, min-max band over samples) against beta,
@@ -37,9 +39,7 @@ def log_concavity(rows: list[dict], gauss: dict[str, list[dict]], path: Path) ->
     b.set_ylabel("condition number of the Hessian")
     b.set_title("Gaussian critical-like field: per scale")
     b.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def steps_vs_size(rows: list[dict], path: Path) -> None:
@@ -71,6 +71,4 @@ def steps_vs_size(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("sampling steps N needed")
         ax.set_title(f"P(k) ~ |k|^-{eta:g}, {grid} grid")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -12,12 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from scatterlab.theory.plots import save_figure  # noqa: E402
 
 
 def _width_ticks(ax: plt.Axes, widths: Sequence[int]) -> None:
@@ -55,7 +50,7 @@ def kernel_errors(res: dict, path: Path) -> Path:
     ax.set_xlabel(r"angle between $x$ and $x'$ ($|x| = |x'| = 1$)")
     ax.set_ylabel(r"$k(x, x')$")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def alignment_errors(res: dict, path: Path) -> Path:
@@ -77,7 +72,7 @@ def alignment_errors(res: dict, path: Path) -> Path:
         ax.set_xlabel("width m")
         ax.set_ylabel(r"$E|A\psi - \phi|^2 / E|\phi|^2$ (held out; dotted: fit set)")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def particles(ax: plt.Axes, traj_w: np.ndarray, traj_a: np.ndarray, w_star, a_star, title: str):
@@ -135,7 +130,7 @@ def meanfield(res: dict, traj: dict, teacher: tuple, path: Path) -> Path:
     ax2.set_ylim(-0.05, 1.05)
     ax2.set_ylabel("fraction of seeds converged")
     ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lazy(res: dict, path: Path) -> Path:
@@ -160,7 +155,7 @@ def lazy(res: dict, path: Path) -> Path:
     ax.set_xlabel(r"output scale $\alpha$")
     ax.set_ylabel("test loss after training")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lazy_particles(traj: dict, teacher: tuple, path: Path) -> Path:
@@ -168,4 +163,4 @@ def lazy_particles(traj: dict, teacher: tuple, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(traj), figsize=(4.5 * len(traj), 4.5), squeeze=False)
     for ax, (title, t) in zip(axes[0], traj.items(), strict=True):
         particles(ax, t["w"], t["a"], *teacher, title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,6 +13,14 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close fig; returns path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def phase_diagram(pd: dict, line: tuple, path: Path, phi: str) -> Path:
     """xi_c heat map over (sigma_w^2, sigma_b^2) with the chi_1 = 1 line; and chi_1 itself."""
     sw2, sb2 = pd["sw2"][:, 0].numpy(), pd["sb2"][0].numpy()
