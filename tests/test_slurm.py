@@ -71,8 +71,8 @@ def test_ddp_two_tasks_matches_single_process(sweep: Path, tmp_path: Path) -> No
     run_cli("train.py", "-m", *TINY, "logger=csv", "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path}")
     script = next((tmp_path / ".submitit").glob("*/*_submission.sh")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in script  # tasks_per_node follows trainer.devices
-    logs = "".join(p.read_text() for p in (tmp_path / ".submitit").glob("*/*_log.err"))
-    assert "MEMBER: 2/2" in logs  # Lightning saw both SLURM tasks as DDP ranks
+    log = (tmp_path / "0" / "train.log").read_text()  # Lightning's start-up lines go there
+    assert "MEMBER: 2/2" in log  # Lightning saw both SLURM tasks as DDP ranks
     ddp, single = read_metrics(tmp_path / "0"), read_metrics(sweep / "0")
     assert ddp["last_epoch"] == single["last_epoch"] == EPOCHS - 1
     for key in ("test/acc", "val/acc_best"):
