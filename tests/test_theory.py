@@ -276,3 +276,16 @@ def test_bad_input_is_one_config_error_line(call, words):
         call()
     msg = str(e.value)
     assert words in msg and "\n" not in msg
+
+
+def test_depth_scales_diverge_at_criticality() -> None:
+    # chi_1 = sw2 E[phi'^2] = 1 exactly (linear at sw2 = 1, ReLU at sw2 = 2): xi = +inf, where
+    # -1 / ln(chi) gave -inf (ln 1 = 0.0); just off it the scale is finite and positive
+    from scatterlab.theory import MeanField
+
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    for phi, critical in (("linear", 1.0), ("relu", 2.0)):
+        mf = MeanField(phi)
+        assert mf.xi_c(torch.tensor(critical, dtype=torch.float64), zero).item() == math.inf
+        near = mf.xi_c(torch.tensor(0.95 * critical, dtype=torch.float64), zero).item()
+        assert 0 < near < math.inf and near == pytest.approx(-1 / math.log(0.95), rel=1e-6)

@@ -45,6 +45,13 @@ def _t(x: object) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
+def depth_scale(chi: Tensor) -> Tensor:
+    """xi = -1 / ln chi, the depth over which a perturbation decays as chi^l; +inf where
+    chi >= 1 (at criticality, chi = 1, ln chi is 0 or -0 in floating point: -1/ln would give
+    -inf there, or a negative depth)."""
+    return torch.where(chi >= 1, math.inf, -1.0 / torch.log(chi))
+
+
 class MeanField:
     """The mean-field maps of one non-linearity.
 
@@ -245,7 +252,7 @@ class MeanField:
     def xi_q(self, sw2: Tensor, sb2: Tensor, q: Tensor | None = None) -> Tensor:
         """Depth scale of the length map, -1 / ln(dq^l/dq^{l-1} at q*)."""
         q = self.q_star(sw2, sb2) if q is None else _t(q)
-        return -1.0 / torch.log(self.q_slope(q, sw2))
+        return depth_scale(self.q_slope(q, sw2))
 
     def xi_c(
         self, sw2: Tensor, sb2: Tensor, q: Tensor | None = None, c: Tensor | None = None
@@ -254,7 +261,7 @@ class MeanField:
         q = self.q_star(sw2, sb2) if q is None else _t(q)
         c = self.c_star(sw2, sb2, q) if c is None else _t(c)
         chi = torch.where(c >= 1, self.chi1(sw2, sb2, q), self.chi_c(c.clamp(max=C_MAX), q, sw2))
-        return -1.0 / torch.log(chi)
+        return depth_scale(chi)
 
     # ---- whole grids and lines --------------------------------------------------------------
     def phase_diagram(self, sw2: Tensor, sb2: Tensor) -> dict[str, Tensor]:
@@ -275,8 +282,8 @@ class MeanField:
             "chi1": chi1,
             "c_star": c,
             "chi_c": chic,
-            "xi_q": -1.0 / torch.log(self.q_slope(q, sw2)),
-            "xi_c": -1.0 / torch.log(chic),
+            "xi_q": depth_scale(self.q_slope(q, sw2)),
+            "xi_c": depth_scale(chic),
         }
 
     def critical_line(self, q_star: Tensor) -> tuple[Tensor, Tensor]:
