@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -289,3 +290,55 @@ def test_depth_scales_diverge_at_criticality() -> None:
         assert mf.xi_c(torch.tensor(critical, dtype=torch.float64), zero).item() == math.inf
         near = mf.xi_c(torch.tensor(0.95 * critical, dtype=torch.float64), zero).item()
         assert 0 < near < math.inf and near == pytest.approx(-1 / math.log(0.95), rel=1e-6)
+
+
+def _tanh_critical_sw2(sb2: float) -> float:
+    # chi_1(sw2) = 1 by bisection (chi_1 rises through 1 along sw2 at fixed sb2)
+    mf, b = MeanField("tanh"), _f64(sb2)
+    lo, hi = 1.0, 3.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mf.chi1(_f64(mid), b).item() < 1 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_trainable_depth_is_infinite_on_the_critical_line_and_finite_off_it() -> None:
+    # ReLU chi_1 = sw2 / 2: the line is sw2 = 2 for every sb2. sigma_w = sqrt(2) squares to
+    # 2 + 4.4e-16, where q* = inf (sb2 = 0) gave nan; now +inf, as at sw2 = 2 exactly.
+    from scatterlab.theory import trainable_depth
+
+    assert math.sqrt(2) ** 2 > 2  # the rounding this test is about
+    for sb2 in (0.0, 0.05):
+        # the two floats nearest sqrt(2) square to 2 + 4.4e-16 and 2 - 4.4e-16
+        at = trainable_depth([math.sqrt(2), np.nextafter(math.sqrt(2), 0)], sb2, "relu")
+        assert at.tolist() == [math.inf, math.inf]
+        # off the line: 6 / |ln chi_1| on both sides (beyond it q* = inf and the gradients'
+        # depth scale 1 / ln chi_1 is used), never nan
+        sw2 = [1.0, 1.8, 2.2, 3.0]
+        got = trainable_depth([math.sqrt(v) for v in sw2], sb2, "relu")
+        assert got == pytest.approx([6 / abs(math.log(v / 2)) for v in sw2], rel=1e-12)
+    # clipping keeps the line finite for a plot
+    assert trainable_depth(math.sqrt(2), 0.0, "relu", max_depth=500).tolist() == 500.0
+    # linear: the line is sw2 = 1
+    assert trainable_depth(1.0, 0.0, "linear").tolist() == math.inf
+    assert trainable_depth(0.9, 0.0, "linear") == pytest.approx(6 / -math.log(0.81), rel=1e-12)
+
+
+def test_trainable_depth_tanh_critical_point() -> None:
+    # tanh, sb2 = 0: the critical point is sw2 = 1 (q* = 0, a double root of the length map
+    # where Newton only crawled to q ~ 1e-14, chi_1 = 1 - 1e-13): +inf now, finite beside it
+    from scatterlab.theory import trainable_depth
+
+    assert trainable_depth(1.0, 0.0, "tanh").tolist() == math.inf
+    assert trainable_depth(0.9, 0.0, "tanh") == pytest.approx(6 / -math.log(0.81), rel=1e-9)
+    # sb2 = 0.05: the critical sw2 = 1.76 (Schoenholz et al. Fig. 5); the depth grows without
+    # bound as the point is approached from both sides and is finite at a distance
+    crit = _tanh_critical_sw2(0.05)
+    assert crit == pytest.approx(1.76, abs=0.01)
+    for eps in (1e-2, 1e-4):
+        below, above = trainable_depth(np.sqrt([crit - eps, crit + eps]), 0.05)
+        assert 0 < below < math.inf and 0 < above < math.inf
+    near = trainable_depth(np.sqrt([crit - 1e-4, crit + 1e-4]), 0.05)
+    far = trainable_depth(np.sqrt([crit - 1e-2, crit + 1e-2]), 0.05)
+    assert (near > 20 * far).all() and (near > 1e4).all()
+    assert trainable_depth(math.sqrt(crit), 0.05) > 1e6

@@ -166,7 +166,8 @@ class MeanField:
 
         Homogeneous phi: q* = sb2 / (1 - sw2 E[phi(z)^2]). Bounded phi (|phi| <= 1: tanh, erf,
         hard-tanh): Newton from q0 = sw2 + sb2 >= q*; the map is concave, so the iterates fall
-        monotonically onto q* (linearly where q* = 0 is a double root, sb2 = 0, sw2 chi = 1).
+        monotonically onto q* (linearly where q* = 0 is a double root, sb2 = 0, sw2 chi = 1;
+        q* = 0 is set exactly where sb2 = 0 and sw2 phi'(0)^2 <= 1).
         """
         check_variances(sw2, sb2)
         sw2, sb2 = torch.broadcast_tensors(_t(sw2), _t(sb2))
@@ -188,6 +189,13 @@ class MeanField:
             active = active[(q_new - qa).abs() > tol * (1 + qa)]
             if active.numel() == 0:
                 break
+        # sb2 = 0, phi(0) = 0: q = 0 is a fixed point, and q* when the concave map's slope
+        # there, sw2 phi'(0)^2, is <= 1. At slope 1 (tanh's sw2 = 1) Newton only crawls to it
+        # (a double root: q ~ 1e-14 at the stop, chi_1 = 1 - 1e-13); set it exactly.
+        zero = torch.zeros(1, dtype=q.dtype)
+        if self.phi.f(zero).item() == 0:
+            slope0 = sw2 * self.phi.d1(zero) ** 2
+            q = torch.where((sb2 == 0) & (slope0 <= 1), 0.0, q)
         return q.reshape(shape)
 
     def c_map(self, c: Tensor, q: Tensor, sw2: Tensor, sb2: Tensor) -> Tensor:
