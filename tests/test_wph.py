@@ -242,3 +242,50 @@ def test_wph_phi4_run_writes_the_lattice_metrics(tmp_path) -> None:
     assert m["abs_m_w1"] >= 0 and m["abs_m_mean_data"] > 0 and m["seconds_per_sample"] > 0
     assert torch.load(tmp_path / "run" / "samples.pt").shape == (2, 1, 16, 16)
     assert (tmp_path / "run" / "samples.png").stat().st_size > 0
+
+
+def _lowpass_by_hand(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x * phi with phi the periodised spatial Gaussian exp(-|u|^2 / 2 sigma^2) / (2 pi sigma^2)
+    (PyWPH's GaussianFilter), by a direct circular convolution sum over the pixels."""
+    n = x.shape[-1]
+    d = torch.arange(n, dtype=torch.float64)
+    d = torch.minimum(d, n - d)[:, None] + n * torch.arange(-2, 3, dtype=torch.float64)
+    g1 = torch.exp(-(d**2) / (2 * sigma**2)).sum(-1)  # (n,), periodised over 5 periods
+    phi = g1[:, None] * g1[None, :] / (2 * math.pi * sigma**2)
+    out = torch.zeros_like(x)
+    for du in range(n):
+        for dv in range(n):
+            out += phi[du, dv] * torch.roll(x, (du, dv), (-2, -1))
+    return out
+
+
+def test_lowpass_class_centres_before_the_modulus_as_pywph() -> None:
+    # a field with a mean: PyWPH's L class uses y = x * phi_j - mean(x * phi_j), then |y| and y;
+    # the old "modulus" model centred |x * phi_j| instead, and the field's mean entered it
+    from scatterlab.wph.filters import SIGMA0
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(1, 16, 16, generator=g, dtype=torch.float64)
+    x = 0.5 + w + 0.3 * w**2  # mean 0.8, skewed, both signs
+    op = WPHOp(16, J=2, L=4, dn=0, classes=["L"], dtype=torch.float64)
+    assert op.lowpass_centering == "pywph" and op.lowpass_j == [-1, 0]
+    m = op(x, normalized=False)[0]
+    key = {(r[1], r[3], r[6]): i for i, r in enumerate(op.indices.tolist())}
+    for j in op.lowpass_j:
+        y = _lowpass_by_hand(x, SIGMA0 * 2.0**j)
+        y = y - y.mean()
+        a = y.abs() - y.abs().mean()
+        want = {(0, 0): (a * a).mean(), (0, 1): (a * y).mean(), (1, 1): (y * y).mean()}
+        for (p1, p2), v in want.items():
+            assert m[key[(j, p1, p2)]].real == pytest.approx(float(v), rel=1e-9, abs=1e-12)
+    # the mean drops out of the L class (not out of the old model); both normalised ways
+    old = WPHOp(16, J=2, L=4, dn=0, classes=["L"], dtype=torch.float64, lowpass_centering="modulus")
+    for normalized in (False, True):
+        if normalized:
+            op.fit_normalization(x)
+            old.fit_normalization(x)
+        shifted, base = op(x + 4.0, normalized)[0], op(x, normalized)[0]
+        assert (shifted - base).abs().max() < 1e-9 * base.abs().max()
+        assert (old(x + 4.0, normalized)[0] - old(x, normalized)[0]).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="lowpass_centering"):
+        WPHOp(16, J=2, lowpass_centering="centred")  # type: ignore[arg-type]

@@ -64,20 +64,25 @@ def bump_steerable_hat(m: int, n: int, J: int, L: int) -> Tensor:
     return out
 
 
-def gaussian_lowpass_hat(m: int, n: int, js: list[int]) -> Tensor:
-    """Periodised Gaussians of sigma = 1.105 2^j px, unit sum, in Fourier: (len(js), M, N).
+# PyWPH's mother scaling function: sigma0 = 1 / (0.496 2^-0.55 k0), k0 = 0.85 pi (1.1054 px)
+SIGMA0 = 1.0 / (0.496 * 2.0**-0.55 * 0.85 * math.pi)
 
-    The periodisation over aliases makes phi_hat real, positive and 2 pi-periodic; normalising
-    by phi_hat(0) gives the unit sum in space exactly.
+
+def gaussian_lowpass_hat(m: int, n: int, js: list[int]) -> Tensor:
+    """Periodised Gaussians of sigma = sigma0 2^j px in Fourier: (len(js), M, N), as PyWPH 1.1.3.
+
+    The samples of exp(-|u|^2 / 2 sigma^2) / (2 pi sigma^2) (unit integral, PyWPH's
+    normalisation; their sum exceeds 1 by 1% at j = -1), periodised: by Poisson summation the
+    DFT is the sum over aliases of exp(-sigma^2 |k + 2 pi m|^2 / 2), real and positive.
     """
     ky0, kx0 = _freq_grid(m, n)
     out = torch.zeros(len(js), m, n, dtype=torch.float64)
     for i, j in enumerate(js):
-        sigma = 1.105 * 2.0**j
+        sigma = SIGMA0 * 2.0**j
         acc = torch.zeros(m, n, dtype=torch.float64)
         for my in range(-3, 4):  # narrow Gaussians (j = -1) have wide Fourier tails
             for mx in range(-3, 4):
                 ky, kx = ky0 + 2 * math.pi * my, kx0 + 2 * math.pi * mx
                 acc += torch.exp(-0.5 * sigma**2 * (kx**2 + ky**2))
-        out[i] = acc / acc[0, 0]
+        out[i] = acc
     return out

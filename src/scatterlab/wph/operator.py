@@ -20,9 +20,16 @@ S00    (|z_{j,t}|, |z_{j,t}|): sparsity               n = 1..dn, a < A
 S01    (|z_{j,t}|, z_{j,t})                           0
 C01    (|z_{j1,t1}|, z_{j2,t2}), j1 < j2, all t1, t2  0; if t1 = t2 also n = 1..dn, a < 2A
 Cphase (z_{j1,t}, [z_{j2,t}]^{2^{j2-j1}}), j1 < j2    0 and n = 1..min(J-1-j2, dn), a < 2A
-L      (x*phi_j)^{p1}, (x*phi_j)^{p2} with            0
-       (p1, p2) in (0,0), (0,1), (1,1) (^0: modulus)
+L      (y_j)^{p1}, (y_j)^{p2} with y_j = x*phi_j      0
+       centred, (p1, p2) in (0,0), (0,1), (1,1)
+       (^0: modulus)
 ====== ============================================== ==========================================
+
+Low-pass centring (``lowpass_centering``): ``"pywph"`` (default, PyWPH 1.1.3's model) centres
+y_j = x * phi_j on its own spatial mean before the modulus, so the L class sees |y_j - <y_j>|
+and does not depend on the field's mean; ``"modulus"`` (the project's model before issue 25)
+takes |y_j| and centres it afterwards, so a field's mean enters the (0, 0) and (0, 1) moments
+(76% apart from PyWPH on exp of a Gaussian field). The M class keeps mean |x * phi_j| either way.
 
 Normalisation: ``fit_normalization(reference)`` stores, for every map, the mean m and RMS s over
 the reference fields and pixels (PyWPH's ``norm="auto"``); later moments of any field use those
@@ -114,7 +121,7 @@ class WPHOp(nn.Module):
     size: M or (M, N), with M, N >= 2^J. J scales (None: log2(min(M, N)) - 1), L orientations
     over [0, pi), dn lag octaves (0: tau = 0 only), A lag directions, ``lowpass_j`` the scales
     of the low-pass (L class) moments (default -1 .. J // 4, as PyWPH), ``classes`` a subset of
-    ``CLASSES``.
+    ``CLASSES``, ``lowpass_centering`` how the L class centres x * phi_j (module docstring).
     ``indices`` (K, 9) names each moment: class id (position in CLASSES), j1, t1, k1, j2, t2,
     k2, n, a (t = -1 and j = low-pass scale for the low-pass moments; j = -9 for mean x).
     """
@@ -137,6 +144,7 @@ class WPHOp(nn.Module):
         lowpass_j: Sequence[Annotated[int, Range(ge=-1)]] | None = None,
         classes: Sequence[Literal["M", "S11", "S00", "S01", "C01", "Cphase", "L"]] = CLASSES,
         dtype: torch.dtype = torch.float32,
+        lowpass_centering: Literal["pywph", "modulus"] = "pywph",
     ) -> None:
         super().__init__()
         m, n = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -151,6 +159,12 @@ class WPHOp(nn.Module):
         if unknown:
             raise ConfigError(f"unknown WPH moment classes {unknown}: use a subset of {CLASSES}")
         self.size, self.J, self.L, self.dn, self.A = (m, n), J, L, dn, A
+        if lowpass_centering not in ("pywph", "modulus"):
+            raise ConfigError(
+                f"unknown lowpass_centering {lowpass_centering!r}: use 'pywph' (centre x * phi_j "
+                "before the modulus, PyWPH's model) or 'modulus' (centre |x * phi_j|)"
+            )
+        self.lowpass_centering = lowpass_centering
         self.classes = tuple(c for c in CLASSES if c in classes)
         self.lowpass_j = list(range(-1, J // 4 + 1)) if lowpass_j is None else list(lowpass_j)
         self.register_buffer("psi_hat", bump_steerable_hat(m, n, J, L).to(dtype))
@@ -237,7 +251,13 @@ class WPHOp(nn.Module):
         zh = xh[:, None] * self.psi_hat.reshape(J * L, *self.size)
         z = torch.fft.ifft2(zh).reshape(x.shape[0], J, L, *self.size)
         y = torch.fft.ifft2(xh[:, None] * self.phi_hat).real  # (B, S, M, N)
-        return {"x": x, "zh": zh.reshape(z.shape), "z": z, "r": z.abs(), "y": y}
+        mp = {"x": x, "zh": zh.reshape(z.shape), "z": z, "r": z.abs(), "y": y}
+        # the L class's maps: PyWPH centres y on its own spatial mean before the modulus
+        if self.lowpass_centering == "pywph":
+            mp["yc"] = y - y.mean(dim=(-2, -1), keepdim=True)
+        else:
+            mp["yc"] = y
+        return mp
 
     @staticmethod
     def _unit(z: Tensor, r: Tensor) -> Tensor:
@@ -261,8 +281,9 @@ class WPHOp(nn.Module):
         s2: dict[str, Tensor] = {}
         for i in range(0, ref.shape[0], chunk):
             mp = self._maps(ref[i : i + chunk])
-            vals = {"r": mp["r"], "z": mp["z"], "x": mp["x"][:, None], "y": mp["y"]}
+            vals = {"r": mp["r"], "z": mp["z"], "x": mp["x"][:, None]}
             vals["ya"] = mp["y"].abs()
+            vals["yc"], vals["yca"] = mp["yc"], mp["yc"].abs()
             for d, h in self._harmonics(mp):
                 vals[f"h{d}"] = h
             for k, v in vals.items():
@@ -365,8 +386,8 @@ class WPHOp(nn.Module):
                         lagged[(j1, j1 + d)] = _corr(a1h[:, j1], hh, pos, npix).reshape(b, -1)
             out += [lagged[p] for p in self.pairs if p in lagged]
         if "L" in self.classes:
-            b1 = self._center(mp["y"], "y", normalized)
-            b0 = self._center(mp["y"].abs(), "ya", normalized)
+            b1 = self._center(mp["yc"], "yc", normalized)
+            b0 = self._center(mp["yc"].abs(), "yca", normalized)
             for u, v in ((b0, b0), (b0, b1), (b1, b1)):
                 out.append((u * v).mean(dim=(-2, -1)).to(cplx))
         return torch.cat([o.to(cplx) for o in out], dim=1)
@@ -374,5 +395,6 @@ class WPHOp(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, J={self.J}, L={self.L}, dn={self.dn}, A={self.A}, "
-            f"classes={self.classes}, n_moments={self.n_moments}"
+            f"classes={self.classes}, lowpass_centering={self.lowpass_centering!r}, "
+            f"n_moments={self.n_moments}"
         )
