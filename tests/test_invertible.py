@@ -110,15 +110,41 @@ def test_recompute_stores_no_activations(one_thread) -> None:
 
 
 def test_parameter_counts_of_the_official_configs() -> None:
-    """CIFAR (18 18 18, 16 64 256): no published count, ours pinned; ImageNet bijective
-    (6 16 72 6, 24 96 384 1536, init_ds 2): the paper's (b) is 125M (unverified), ours 125.12M."""
+    """CIFAR (18 18 18, 16 64 256): no published count, ours pinned. ImageNet bijective
+    (6 16 72 6, 24 96 384 1536, init_ds 2): 125.12M with the released code's 3x3 kernels, and
+    with the paper's 1x1-3x3-1x1 kernels within 1% of its Table 1's 29M for i-RevNet (b).
+    The injective layout (ours; the paper's (a) is 181M, layout unpublished): 193.5M."""
     cifar = IRevNet(blocks=[18, 18, 18], dropout=0.1, **CIFAR)
     assert count_parameters(cifar) == 6_274_826
     assert len(cifar.stack) == 54 and cifar.injective_only
-    imagenet = IRevNet(1000, 3, 224, [6, 16, 72, 6], [2, 2, 2, 2], [24, 96, 384, 1536], init_ds=2)
+    stages = ([6, 16, 72, 6], [2, 2, 2, 2], [24, 96, 384, 1536])
+    with torch.device("meta"):  # counts only: no memory
+        imagenet = IRevNet(1000, 3, 224, *stages, init_ds=2)
+        paper = IRevNet(1000, 3, 224, *stages, init_ds=2, kernels=[1, 3, 1])
+        injective = IRevNet(
+            1000, 3, 224, [6, 16, 72, 6], [1, 2, 2, 2], [64, 256, 1024, 4096], 4, kernels=[1, 3, 1]
+        )
     assert count_parameters(imagenet) == 125_120_356
-    assert abs(count_parameters(imagenet) / 125e6 - 1) < 0.01
     assert not imagenet.injective_only and imagenet.out_channels == 3072
+    assert count_parameters(paper) == 29_201_092
+    assert abs(count_parameters(paper) / 29e6 - 1) < 0.01
+    assert count_parameters(injective) == 193_465_960
+    assert injective.injective_only and injective.stack[0].pad == 128 - 48
+    assert (injective.out_channels, injective.out_size) == (8192, 7)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_injective_imagenet_layout_inverts(dtype: torch.dtype, tol: float) -> None:
+    """The injective ImageNet layout (4x4 initial squeeze, padded stride-1 first stage, 1x1-3x3-1x1
+    kernels), one block per stage at 64 x 64: inverse(features(x)) = x."""
+    torch.manual_seed(0)
+    net = IRevNet(10, 3, 64, [1, 1, 1, 1], [1, 2, 2, 2], [32, 128, 512, 2048], 4, kernels=[1, 3, 1])
+    net = net.to(dtype).eval()
+    x = torch.randn(2, 3, 64, 64, dtype=dtype)
+    with torch.no_grad():
+        z = net.features(x)
+        assert z.shape == (2, 4096, 2, 2) and net.injective_only
+        assert float((net.inverse(z) - x).norm() / x.norm()) < tol
 
 
 @pytest.mark.parametrize(
@@ -129,6 +155,7 @@ def test_parameter_counts_of_the_official_configs() -> None:
         (dict(channels=[2, 8, 32]), "mult"),
         (dict(strides=[1, 2]), "same length"),
         (dict(in_channels=3, channels=[1, 4, 16], mult=1), "cannot shrink"),
+        (dict(kernels=[1, 3]), "kernels"),
     ],
 )
 def test_bad_configurations_raise_config_error(kwargs: dict, words: str) -> None:

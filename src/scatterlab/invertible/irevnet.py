@@ -54,9 +54,11 @@ def unsqueeze(x: Tensor, block: int = 2) -> Tensor:
 
 
 class Bottleneck(nn.Module):
-    """F of a block: [BN-ReLU] conv3x3(stride) - BN-ReLU - conv3x3 - dropout - BN-ReLU - conv3x3.
+    """F of a block: [BN-ReLU] conv(stride) - BN-ReLU - conv - dropout - BN-ReLU - conv.
 
-    (B, c_in, H, W) -> (B, c_out, H / stride, W / stride); no biases (BN follows).
+    (B, c_in, H, W) -> (B, c_out, H / stride, W / stride); no biases (BN follows). Kernel
+    sizes `kernels`: (3, 3, 3) in the released PyTorch code, (1, 3, 1) in the paper's
+    (TensorFlow) models, whose parameter counts its Table 1 gives.
     """
 
     def __init__(
@@ -68,19 +70,21 @@ class Bottleneck(nn.Module):
         mult: int,
         dropout: float,
         affine: bool,
+        kernels: tuple[int, int, int] = (3, 3, 3),
     ) -> None:
         super().__init__()
         mid = c_out // mult
+        k1, k2, k3 = kernels
         layers: list[nn.Module] = [] if first else [nn.BatchNorm2d(c_in, affine=affine), nn.ReLU()]
         layers += [
-            nn.Conv2d(c_in, mid, 3, stride, 1, bias=False),
+            nn.Conv2d(c_in, mid, k1, stride, k1 // 2, bias=False),
             nn.BatchNorm2d(mid, affine=affine),
             nn.ReLU(),
-            nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+            nn.Conv2d(mid, mid, k2, 1, k2 // 2, bias=False),
             nn.Dropout(dropout),
             nn.BatchNorm2d(mid, affine=affine),
             nn.ReLU(),
-            nn.Conv2d(mid, c_out, 3, 1, 1, bias=False),
+            nn.Conv2d(mid, c_out, k3, 1, k3 // 2, bias=False),
         ]
         self.layers = nn.Sequential(*layers)
 
@@ -104,12 +108,13 @@ class IRevBlock(nn.Module):
         mult: int = 4,
         dropout: float = 0.0,
         affine: bool = True,
+        kernels: tuple[int, int, int] = (3, 3, 3),
     ) -> None:
         super().__init__()
         self.c_in, self.out, self.stride = c_in, out, stride
         self.pad = 2 * out - c_in if stride == 1 else 0
         half = (c_in + self.pad) // 2  # channels of x1 and x2 before the squeeze
-        self.F = Bottleneck(half, out, stride, first, mult, dropout, affine)
+        self.F = Bottleneck(half, out, stride, first, mult, dropout, affine, kernels)
 
     def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.pad:
@@ -170,12 +175,14 @@ class IRevBlock(nn.Module):
 class IRevNet(nn.Module):
     """i-RevNet classifier; `forward` gives logits (B, num_classes).
 
-    Input (B, in_channels, input_size, input_size). `init_ds=2` squeezes the input first
-    (the ImageNet nets); stage k has blocks[k] blocks, its first of stride strides[k], each
-    output half channels[k] channels (null: the official default, (C0/2) * 4^k with C0 the
-    channels after the initial squeeze). features(x) (B, 2 * channels[-1], h, w) is the
-    invertible representation, inverse(features(x)) = x. dropout inside F (0.1 in the official
-    CIFAR runs), affine_bn: learned BN scales/shifts, mult: bottleneck width divisor.
+    Input (B, in_channels, input_size, input_size). `init_ds=2` (or 4) squeezes the input
+    first, 2x2 (4x4) patches to channels (the ImageNet nets); stage k has blocks[k] blocks,
+    its first of stride strides[k], each output half channels[k] channels (null: the
+    official default, (C0/2) * 4^k with C0 the channels after the initial squeeze).
+    features(x) (B, 2 * channels[-1], h, w) is the invertible representation,
+    inverse(features(x)) = x. dropout inside F (0.1 in the official CIFAR runs), affine_bn:
+    learned BN scales/shifts, mult: bottleneck width divisor, kernels: the kernel sizes of F's
+    three convolutions ([3, 3, 3] as the released code; [1, 3, 1] as the paper's models).
     """
 
     # checked on the config before anything is built (scatterlab.config_check); the channel
@@ -190,6 +197,7 @@ class IRevNet(nn.Module):
             "the input size cannot be squeezed by init_ds and every stride-2 stage: use fewer "
             "stride-2 stages or a divisible model.input_size",
         ),
+        ("len(kernels) == 3", "model.kernels needs 3 kernel sizes, e.g. [3,3,3] or [1,3,1]"),
     )
 
     def __init__(
@@ -200,14 +208,21 @@ class IRevNet(nn.Module):
         blocks: list[Annotated[int, Range(ge=1, le=MAX_BLOCKS)]] = (2, 2, 2),
         strides: list[Literal[1, 2]] = (1, 2, 2),
         channels: list[Annotated[int, Range(ge=1, le=MAX_CHANNELS)]] | None = None,
-        init_ds: Literal[0, 2] = 0,
+        init_ds: Literal[0, 2, 4] = 0,
         mult: Annotated[int, Range(ge=1, le=MAX_CHANNELS)] = 4,
         dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         affine_bn: bool = True,
         recompute: bool = False,
+        kernels: list[Literal[1, 3]] = (3, 3, 3),
     ) -> None:
         super().__init__()
         blocks, strides = [int(b) for b in blocks], [int(s) for s in strides]
+        kernels = tuple(int(k) for k in kernels)
+        if len(kernels) != 3:
+            raise ConfigError(
+                f"model.kernels needs the kernel sizes of F's three convolutions (got "
+                f"{len(kernels)}): e.g. [3,3,3] (released code) or [1,3,1] (the paper)"
+            )
         c0 = in_channels * max(init_ds, 1) ** 2
         if channels is None:
             channels = [max(c0 // 2, 1) * 4**k for k in range(len(blocks))]
@@ -231,7 +246,7 @@ class IRevNet(nn.Module):
                 _check_block(k, c, out, stride, mult)
                 plan.append((c, out, stride))
                 c = 2 * out
-        size = sum(_block_params(ci, out, st, mult) for ci, out, st in plan)
+        size = sum(_block_params(ci, out, st, mult, kernels) for ci, out, st in plan)
         if size > MAX_PARAMS:
             raise ConfigError(
                 f"model: blocks={blocks}, channels={channels}, mult={mult} would have "
@@ -239,7 +254,7 @@ class IRevNet(nn.Module):
                 f"125M): use fewer blocks, fewer channels or a larger model.mult"
             )
         stack = [
-            IRevBlock(ci, out, st, i == 0, mult, dropout, affine_bn)
+            IRevBlock(ci, out, st, i == 0, mult, dropout, affine_bn, kernels)
             for i, (ci, out, st) in enumerate(plan)
         ]
         self.stack = nn.ModuleList(stack)
@@ -290,12 +305,15 @@ class IRevNet(nn.Module):
         return [f"stack.{i}" for i in keep]
 
 
-def _block_params(c_in: int, out: int, stride: int, mult: int) -> int:
+def _block_params(
+    c_in: int, out: int, stride: int, mult: int, kernels: tuple[int, ...] = (3, 3, 3)
+) -> int:
     """Parameters of one block's F (convolutions and affine BN, as IRevBlock builds it; the
     first block's missing input BN is ignored: an upper bound)."""
     half = (c_in + (2 * out - c_in if stride == 1 else 0)) // 2
     mid = out // mult
-    return 2 * half + 9 * half * mid + 2 * mid + 9 * mid * mid + 2 * mid + 9 * mid * out
+    k1, k2, k3 = (k * k for k in kernels)
+    return 2 * half + k1 * half * mid + 2 * mid + k2 * mid * mid + 2 * mid + k3 * mid * out
 
 
 def _check_block(stage: int, c_in: int, out: int, stride: int, mult: int) -> None:

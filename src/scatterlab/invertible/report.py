@@ -2,6 +2,7 @@
 
     python -m scatterlab.invertible.report --quickstart-run RUN_DIR \
         --out results/invertible_reconstruction
+    python -m scatterlab.invertible.report --params --out results/invertible_params
 
 For the CIFAR, ImageNet and quickstart configurations: the parameter count (beside the paper's
 where there is one) and || inverse(features(x)) - x || / || x || in float32 and float64, at
@@ -52,11 +53,80 @@ CONFIGS = {
         init_ds=2,
     ),
 }
-# (published count, where it comes from)
+IMAGENET_INJECTIVE = dict(
+    CONFIGS["imagenet_irevnet"],
+    strides=[1, 2, 2, 2],
+    channels=[64, 256, 1024, 4096],
+    init_ds=4,
+    kernels=[1, 3, 1],
+)
+# the parameter-count table: (name, constructor arguments, published count, its source)
+PARAM_ROWS = [
+    ("cifar_irevnet", CONFIGS["cifar_irevnet"], None, "none published (README: ~94.5% accuracy)"),
+    (
+        "imagenet_irevnet",
+        CONFIGS["imagenet_irevnet"],
+        None,
+        "none for the released 3x3 code (the paper's 29M is for 1x1-3x3-1x1 kernels: next row)",
+    ),
+    (
+        "imagenet_irevnet model.kernels=[1,3,1]",
+        dict(CONFIGS["imagenet_irevnet"], kernels=[1, 3, 1]),
+        29_000_000,
+        "i-RevNet (b), paper's Table 1: 29M (quoted in jhjacobsen/pytorch-i-revnet issue #19; "
+        "the author: the paper's models were TensorFlow ones)",
+    ),
+    (
+        "imagenet_irevnet_injective",
+        IMAGENET_INJECTIVE,
+        181_000_000,
+        "i-RevNet (a), paper's Table 1: 181M (unverified; its layout is not published)",
+    ),
+]
+# (published count, where it comes from), for the reconstruction table
 PUBLISHED = {
     "cifar_irevnet": (None, "not published (README: ~94.5% accuracy)"),
-    "imagenet_irevnet": (125_000_000, "i-RevNet (b) in the paper's table: 125M (unverified)"),
+    "imagenet_irevnet": (None, "29M in the paper for 1x1-3x3-1x1 kernels (invertible_params)"),
 }
+
+
+def param_counts() -> list[dict]:
+    """Parameter counts of the configurations (built on the meta device: no memory)."""
+    rows = []
+    for name, kw, published, source in PARAM_ROWS:
+        with torch.device("meta"):
+            net = IRevNet(**kw)
+        n = count_parameters(net)
+        rows.append(
+            {
+                "config": name,
+                "params": n,
+                "blocks": len(net.stack),
+                "depth": 3 * len(net.stack) + 1,
+                "injective": net.injective_only,
+                "top": [net.out_channels, net.out_size, net.out_size],
+                "published": published,
+                "ratio": n / published if published else None,
+                "source": source,
+            }
+        )
+    return rows
+
+
+def params_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| config | blocks (depth) | injective | top (C x h x w) | parameters (ours) | "
+        "published | ours / published |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] else "-"
+        lines.append(
+            f"| `{r['config']}` | {r['blocks']} ({r['depth']}) | "
+            f"{'yes' if r['injective'] else 'no (bijective)'} | {'x'.join(map(str, r['top']))} | "
+            f"{r['params']:,} | {r['source']} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
@@ -145,8 +215,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/invertible_reconstruction"))
     ap.add_argument("--quickstart-run", type=Path, default=None)
+    ap.add_argument("--params", action="store_true", help="only the parameter-count table")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.params:
+        counts = param_counts()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps({"rows": counts}, indent=1))
+        text = params_markdown(counts)
+        args.out.with_suffix(".md").write_text(hardware() + "\n\n" + text)
+        print(text)
+        return
     rows = [
         measure("quickstart_irevnet"),
         measure("cifar_irevnet"),
