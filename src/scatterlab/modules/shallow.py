@@ -208,9 +208,17 @@ class MeanFieldTwoLayerModule(_ShallowModule):
     loss: empirical (n_train Gaussian samples, the test loss on n_test others) or population
     (the exact risk for x ~ N(0, I_d) through the arc-cosine kernel: no samples, no
     overfitting, cost m (m + m0) d per step; the way to run d = 100).
+    width: one student width instead of the list `widths` (what a study over m sweeps, one
+    job per width, all seeds of the job trained at once); its metrics are then also written
+    without the `/m=...` suffix, so that every job of the study has the same keys.
     """
 
-    CONFIG_CHECKS = (("max(widths) >= m0", "add a student width >= module.m0 or lower m0"),)
+    CONFIG_CHECKS = (
+        (
+            "max(widths if width is None else [width]) >= m0",
+            "add a student width >= module.m0 or lower m0",
+        ),
+    )
 
     def __init__(
         self,
@@ -226,15 +234,20 @@ class MeanFieldTwoLayerModule(_ShallowModule):
         tol: OpenFraction = 1e-3,
         loss: Literal["empirical", "population"] = "empirical",
         plot_widths: list[PositiveInt] = (5, 160),
+        width: Annotated[int, Range(ge=1, le=2000)] | None = None,
         seed: Seed = 0,
         name: str = "meanfield_two_layer",
         output_dir: str | None = None,
     ) -> None:
         super().__init__(name, output_dir, "cpu")
+        if width is not None:
+            widths = [width]
         self.widths = sorted(set(int(m) for m in _nonempty(widths, "widths")))
+        self.single = width is not None
         if max(self.widths) < m0:
+            key = "module.width" if self.single else "module.widths"
             raise ConfigError(
-                f"module.m0={m0} is wider than every student (module.widths={self.widths}): "
+                f"module.m0={m0} is wider than every student ({key}={self.widths}): "
                 "add a width >= m0 or use a smaller teacher"
             )
         self.d, self.m0, self.seeds, self.steps, self.lr = d, m0, seeds, steps, lr
@@ -290,6 +303,14 @@ class MeanFieldTwoLayerModule(_ShallowModule):
             self.metric(f"final_rel_loss_median/{key}", float(rel.median()))
             self.metric(f"distance_median/{key}", float(dist.median()))
             self.metric(f"converged_fraction/{key}", runs[-1]["converged_fraction"])
+            if self.single:  # one width per job (a study over m): the same keys in every job
+                test_rel = runs[-1]["final_test_rel_loss"]
+                self.metric("m", float(m))
+                self.metric("final_rel_loss_median", float(rel.median()))
+                self.metric("final_rel_loss_mean", float(rel.mean()))
+                self.metric("final_test_rel_loss_median", float(test_rel.median()))
+                self.metric("distance_median", float(dist.median()))
+                self.metric("converged_fraction", runs[-1]["converged_fraction"])
             if rec:
                 traj[m] = {"w": r["traj_w"][:, 0].numpy(), "a": r["traj_a"][:, 0].numpy()}
         widest = runs[-1]
