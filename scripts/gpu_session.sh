@@ -3,19 +3,20 @@
 # working tree and has PyTorch + Lightning but not hydra-core/omegaconf (see README "GPU runs").
 #
 #   prepare here:  bash scripts/gpu_session.sh prepare    # fills the git-ignored .gpu/
-#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm|wph
+#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm|wph|invertible
 #
 # Every stage writes its log and a tarball of results/ + run metrics into $OUT; each step has
 # its own time limit (seconds) so one hang cannot eat the whole lease.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm|wph}
+stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm|wph|invertible}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 if [ "$stage" = prepare ]; then
   sp=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   rm -rf .gpu/whl && mkdir -p .gpu/site .gpu/whl
-  for pkg in hydra omegaconf antlr4; do cp -r "$sp/$pkg" .gpu/site/; done
+  # kymatio (pure Python; it needs scipy there): the scattering generator of `invertible`
+  for pkg in hydra omegaconf antlr4 kymatio; do cp -r "$sp/$pkg" .gpu/site/; done
   find .gpu/site -name __pycache__ -prune -exec rm -rf {} +
   # compiled packages: wheels for the GPU machine's Python (3.12)
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -113,8 +114,37 @@ wph)
     module.n_samples=64 logger=csv hydra.run.dir=outputs/wph_phi4_gpu
   python3 -m scatterlab.report outputs/wph_phi4_gpu --out results/wph_phi4_gpu
   ;;
+invertible)
+  # Issue 24 on one GPU (neither run has been made yet; times are estimates, see
+  # docs/invertible.md "GPU recipe"). 1) The official CIFAR i-RevNet (injective, 54 blocks,
+  # 6.27M parameters, 3.0 GFLOP per image forward + backward): the full recipe is 200 epochs,
+  # lr x0.2 after 60/120/160, published ~94.5% (README, ~5 h on a 2018 GPU; ~10 s per epoch
+  # expected on an H100, ~35 min in all). EPOCHS=200 runs that recipe; the default compresses it
+  # to EPOCHS epochs with the milestones scaled (a lease of 15 minutes holds about 30), and
+  # max_time stops it in time (it then tests its best checkpoint). Reconstruction error after
+  # training: recon/final_float32, recon/final_float64 in metrics.json.
+  E=${EPOCHS:-30}
+  step "${LIMIT:-480}" cifar_irevnet python3 train.py experiment=cifar_irevnet \
+    data=imagefolder data.root=data/cifar10-jpeg trainer=gpu trainer.max_epochs="$E" \
+    "module.scheduler.milestones=[$((E * 60 / 200)),$((E * 120 / 200)),$((E * 160 / 200))]" \
+    trainer.precision="${PRECISION:-bf16-mixed}" "+trainer.max_time=${MAX_TIME:-00:00:07:00}" \
+    logger=csv hydra.run.dir=outputs/invertible_cifar_gpu
+  python3 -m scatterlab.report outputs/invertible_cifar_gpu --out "results/invertible_cifar_gpu$E"
+  # 2) The scattering generator on CIFAR-10 (J=3, 512 whitened dimensions, 100 epochs,
+  # 2.5M-parameter generator, 0.41 GFLOP per image forward + backward; expected ~5 min):
+  # train/test PSNR and the three figures in the run directory. kymatio needs scipy.
+  if python3 -c "import scipy, kymatio" 2>/dev/null; then
+    step "${GEN_LIMIT:-420}" cifar_scattering_generator python3 train.py \
+      experiment=cifar_scattering_generator data=imagefolder data.root=data/cifar10-jpeg \
+      trainer=gpu trainer.max_epochs="${GEN_EPOCHS:-100}" \
+      "+trainer.max_time=${GEN_MAX_TIME:-00:00:06:00}" logger=csv \
+      hydra.run.dir=outputs/invertible_generator_cifar_gpu
+  else
+    echo "=== cifar_scattering_generator skipped: no scipy/kymatio on this machine"
+  fi
+  ;;
 *)
-  echo "unknown stage $stage: prepare, bench, accuracy, rainbow, wsgm or wph" >&2
+  echo "unknown stage $stage: prepare, bench, accuracy, rainbow, wsgm, wph or invertible" >&2
   exit 2
   ;;
 esac
