@@ -179,6 +179,22 @@ def test_bad_input_size_exits_with_one_line(tmp_path: Path) -> None:
     assert err and "input_size=8" in err[0] and "cannot be squeezed" in err[0]
 
 
+def test_channels_the_coupling_cannot_split_exit_with_one_line(tmp_path: Path) -> None:
+    """The digits' 1 channel into a stride-2 first block: one half of 1 channel cannot be
+    squeezed and split, so train.py stops with one error line naming the key."""
+    proc = run_cli(
+        "train.py",
+        "experiment=quickstart_irevnet",
+        "model.strides=[2,2,2]",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(err) == 1 and "model.channels[0]" in err[0] and "even input" in err[0], err
+
+
 def test_tiny_training_reaches_accuracy_and_stays_invertible(one_thread) -> None:
     """The quickstart net, 3 epochs of SGD on the embedded digits (in-process, no Lightning):
     >= 90% held-out accuracy, and the inverse still exact after training."""

@@ -1,6 +1,7 @@
 """Peak training memory of i-RevNet against depth, with and without the memory-saving backward.
 
     python -m scatterlab.invertible.benchmark --out results/invertible_memory
+    python -m scatterlab.invertible.benchmark --summary --out results/invertible_benchmark
 
 Each (depth, mode) runs in a fresh subprocess (peak RSS is a per-process high-water mark):
 the CIFAR-10 configuration (channels 16 64 256, strides 1 2 2, dropout 0.1) with n blocks per
@@ -126,8 +127,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timing-blocks", type=int, nargs="*", default=[6, 18])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--one", nargs=2, metavar=("BLOCKS", "RECOMPUTE"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--summary",
+        action="store_true",
+        help="time the IB curve of the 12-bit task (50 betas) and write the issue's two "
+        "performance numbers beside the memory table already in --memory (no memory rerun)",
+    )
+    ap.add_argument("--memory", type=Path, default=Path("results/invertible_memory.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.summary:
+        summary(args.memory, args.out, args.repeats)
+        return
     if args.one:  # the child: one measurement, printed as JSON
         print(json.dumps(measure(int(args.one[0]), args.one[1] == "1", args.batch)))
         return
@@ -166,6 +177,56 @@ def main(argv: list[str] | None = None) -> None:
     _plot(rows, args.out.with_suffix(".png"))
     args.out.with_suffix(".md").write_text(hardware() + "\n\n" + _table(doc))
     print(f"wrote {args.out}.{{json,md,png}}")
+
+
+def summary(memory: Path, out: Path, repeats: int) -> None:
+    """results/invertible_benchmark: the IB curve's time (fresh, `repeats` runs, 1 thread) and
+    the recompute memory ratio and time overhead at depth >= 100 (from `memory`)."""
+    from scatterlab.invertible.infoplane import ib_bounds
+
+    runs = [ib_bounds(n_betas=50)["soft"] for _ in range(repeats)]
+    seconds = sorted(r["seconds"] for r in runs)
+    doc = json.loads(memory.read_text())
+    by = {(r["blocks"], r["recompute"]): r for r in doc["rows"]}
+    deep = [
+        {
+            "depth": by[(n, False)]["depth"],
+            "ratio": by[(n, True)]["peak_rss_rise_mib"] / by[(n, False)]["peak_rss_rise_mib"],
+        }
+        for n in sorted({r["blocks"] for r in doc["rows"]})
+        if by[(n, False)]["depth"] >= 100
+    ]
+    result = {
+        "ib_seconds": seconds,
+        "ib_betas": len(runs[0]["beta"]),
+        "ib_inputs": 4096,
+        "ib_clusters": runs[0]["n_clusters"],
+        "memory_deep": deep,
+        "timing": doc.get("timing", []),
+        "memory_load_average": doc.get("load_average"),
+    }
+    lines = [
+        "| item | target (issue 24) | measured |",
+        "|---|---|---|",
+        "| IB curve of the 12-bit task (4,096 inputs), 50 betas | seconds | "
+        f"median {seconds[len(seconds) // 2]:.1f} s (min {seconds[0]:.1f} s, max "
+        f"{seconds[-1]:.1f} s, {len(seconds)} runs; {result['ib_clusters']} clusters, "
+        "tolerance 1e-6, at most 200 iterations per beta) |",
+    ]
+    for d in deep:
+        lines.append(
+            f"| peak training memory with recompute / stored, depth {d['depth']} | <= 1/3 | "
+            f"{d['ratio']:.2f} (batch 16, CPU resident set; `invertible_memory`) |"
+        )
+    for t in result["timing"]:
+        lines.append(
+            f"| time overhead of recompute, depth {t['depth']} | stated | {t['overhead']:+.0%} "
+            f"({t['stored_s']:.2f} -> {t['recompute_s']:.2f} s per step) |"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(hardware() + "\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def _table(doc: dict) -> str:
