@@ -307,3 +307,31 @@ def test_local_denoiser_refuses_even_or_tiny_receptive_fields(rf):
 
     with pytest.raises(ConfigError, match="receptive field"):
         LocalDenoiser(rf, 1, 1)
+
+
+def test_steps_to_reach_interpolates_the_first_crossing():
+    """The N at which a sampled error curve first reaches a target (the oracle study's column):
+    exact on a power law, the first crossing (not a later one), NaN when never reached."""
+    from scatterlab.modules.wsgm import steps_to_reach
+
+    ns = [2, 4, 8, 16, 32]
+    errs = [1.0 / n for n in ns]  # err = 1 / N: N to reach 0.1 is 10
+    assert steps_to_reach(ns, errs, 0.1) == pytest.approx(10.0)
+    assert steps_to_reach(ns, errs, 0.6) == 2.0
+    assert math.isnan(steps_to_reach(ns, errs, 0.01))
+    assert steps_to_reach([2, 4, 8], [0.5, 0.05, 0.2], 0.1) < 4.0  # noise after: first crossing
+
+
+def test_cslc_module_reads_the_phi4_data_modules_fields(tmp_path):
+    """CSLCModule with the data module's n_val / n_chains / n_therm / seed simulates (or reads
+    from the cache) the same fields and splits them the same way: a row of phi4_models."""
+    from scatterlab.data.phi4 import Phi4DataModule
+
+    dm = Phi4DataModule(
+        size=8, n_train=8, n_val=2, n_test=6, n_chains=4, n_therm=10, seed=3,
+        cache_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    dm.setup()
+    cfg = Phi4Config(size=8, beta=0.68, n_samples=16, n_chains=4, n_therm=10, seed=3)
+    x = generate_phi4(cfg, tmp_path, progress=False)
+    assert torch.equal(x[:8], dm.splits["train"]) and torch.equal(x[10:], dm.splits["test"])

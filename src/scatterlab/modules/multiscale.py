@@ -329,16 +329,20 @@ class CSLCModule(_ThreadedTheory):
     ``n_train`` HMC fields, sampled coarse to fine with MALA (``n_steps`` per scale, the step
     adapted to 57% acceptance during the first half), scored against ``n_test`` held-out fields
     with the WSGM metrics (spectrum, histogram, energy per site, abs(m)); the floor is the same
-    metric for ``n_samples`` training fields.
+    metric for ``n_samples`` training fields. The fields are the phi4 data module's when
+    ``n_val``, ``n_chains``, ``n_therm`` and ``seed`` are its own (same simulation, same cache,
+    train = the first n_train, test = after n_train + n_val): a row of the ``phi4_models``
+    study. The sample scores also go to metrics.json under the WSGM / WPH runs' plain names
+    (spectrum_error, ..., seconds_per_sample).
     """
 
     def __init__(
         self,
-        size: Annotated[int, Range(ge=8, le=32)] = 16,
+        size: Annotated[int, Range(ge=8, le=128)] = 16,  # dense (L^2, L^2) matrices: 2 GB at 128
         beta: Beta = 0.68,
-        levels: Annotated[int, Range(ge=1, le=3)] = 2,
+        levels: Annotated[int, Range(ge=1, le=5)] = 2,
         wavelet: str = "haar",
-        n_train: Annotated[int, Range(ge=8, le=512)] = 128,
+        n_train: Annotated[int, Range(ge=8, le=4096)] = 128,
         n_test: Annotated[int, Range(ge=8, le=512)] = 128,
         n_samples: Annotated[int, Range(ge=8, le=512)] = 128,
         n_steps: Annotated[int, Range(ge=10, le=5000)] = 400,
@@ -346,6 +350,8 @@ class CSLCModule(_ThreadedTheory):
         seed: Seed = 0,
         cache_dir: str | None = None,
         num_threads: Annotated[int, Range(ge=1, le=64)] = 1,
+        n_val: Annotated[int, Range(ge=0, le=4096)] = 0,
+        n_chains: Annotated[int, Range(ge=1, le=4096)] | None = None,
         name: str = "phi4_cslc",
         output_dir: str | None = None,
         device: str = "cpu",
@@ -359,6 +365,7 @@ class CSLCModule(_ThreadedTheory):
         self.n_train, self.n_test, self.n_samples = int(n_train), int(n_test), int(n_samples)
         self.n_steps, self.n_therm, self.seed = int(n_steps), int(n_therm), int(seed)
         self.cache_dir, self.num_threads = cache_dir, int(num_threads)
+        self.n_val, self.n_chains = int(n_val), n_chains
 
     def compute(self) -> None:
         from scatterlab.multiscale.cslc import fit_cascade, sample_cascade
@@ -368,13 +375,15 @@ class CSLCModule(_ThreadedTheory):
         cfg = Phi4Config(
             size=self.size,
             beta=self.beta,
-            n_samples=self.n_train + self.n_test,
-            n_chains=min(self.n_train + self.n_test, 256),
+            n_samples=self.n_train + self.n_val + self.n_test,
+            n_chains=min(self.n_train + self.n_test, 256)
+            if self.n_chains is None
+            else int(self.n_chains),
             n_therm=self.n_therm,
             seed=self.seed,
         )
         x = generate_phi4(cfg, self.cache_dir, device="cpu", progress=False)
-        train, test = x[: self.n_train], x[self.n_train :]
+        train, test = x[: self.n_train], x[self.n_train + self.n_val :]
         fits = fit_cascade(train[:, 0], self.levels, self.wavelet)
         t0 = time.perf_counter()
         samples, rates = sample_cascade(
@@ -395,6 +404,9 @@ class CSLCModule(_ThreadedTheory):
         for nm, r in zip(names, rates, strict=True):
             self.metrics[f"acceptance/{nm}"] = r
         self.metrics["samples_per_s"] = self.n_samples / sample_s
+        # the plain names of the WSGM / WPH runs: a row of the phi4_models study
+        self.metrics.update(scores["cslc"])
+        self.metrics["seconds_per_sample"] = sample_s / self.n_samples
         for nm, f in zip(names, fits, strict=True):
             for feat, v in zip(FEATURES, f["theta"].tolist(), strict=True):
                 self.metrics[f"theta/{nm}/{feat}"] = v

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +42,20 @@ log = logging.getLogger("scatterlab")
 def _images(batch: Any) -> Tensor:
     """Batches are tensors, or (x, ...) tuples/lists (labels ignored)."""
     return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+def steps_to_reach(ns: list[int], errs: list[float], target: float) -> float:
+    """The smallest N at which errs(N) first drops to ``target``, interpolated linearly in
+    (log N, log err) between the last N above it and the first at or below it; N's first value
+    if already below, NaN if never reached. ns increasing."""
+    for i, (n, e) in enumerate(zip(ns, errs, strict=True)):
+        if e <= target:
+            if i == 0:
+                return float(n)
+            n0, e0 = ns[i - 1], errs[i - 1]
+            f = math.log(e0 / target) / math.log(e0 / max(e, 1e-300))
+            return float(math.exp(math.log(n0) + f * math.log(n / n0)))
+    return float("nan")
 
 
 class WSGMModule(L.LightningModule):
@@ -252,6 +267,15 @@ class WSGMModule(L.LightningModule):
                 f"N={steps}: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "sample_std")
             )
+        # N needed to reach a fixed spectrum error: 0.05, and 2 x the floor (the data's own
+        # error at this sample size); the steps-vs-size curves of the study
+        ns = [k for k in hp.eval_steps if f"steps/N={k}/spectrum_error" in out]
+        errs = [out[f"steps/N={k}/spectrum_error"] for k in ns]
+        targets = {"0.05": 0.05}
+        if "floor/spectrum_error" in out:
+            targets["2floor"] = 2 * out["floor/spectrum_error"]
+        for name, target in targets.items():
+            out[f"steps_to/spectrum_error/{name}"] = steps_to_reach(ns, errs, target)
         return out
 
     def _to_unit(self, x: Tensor) -> Tensor:
