@@ -17,6 +17,7 @@ from scatterlab.errors import ConfigError
 from scatterlab.modules import shallow as modules
 from scatterlab.shallow import features as rf
 from scatterlab.shallow import lazy as lz
+from scatterlab.shallow import lazy_cnn as lc
 from scatterlab.shallow import twolayer as tl
 from tests.conftest import ROOT, read_metrics, run_cli
 
@@ -204,6 +205,8 @@ EXPERIMENTS = {
     "random_features_rainbow": modules.RandomFeaturesRainbowModule,
     "meanfield_two_layer": modules.MeanFieldTwoLayerModule,
     "lazy_training": modules.LazyTrainingModule,
+    "meanfield_teacher_student": modules.MeanFieldTwoLayerModule,
+    "lazy_training_cnn": modules.LazyCNNModule,
 }
 
 
@@ -239,6 +242,17 @@ def test_experiment_configs_build_their_module(experiment):
         ("experiment=random_features_kernel module.widths=[64]", "module.widths has 1 elements"),
         ("experiment=random_features_kernel module.activations=[tanh]", "not one of the choices"),
         ("experiment=lazy_training module.m=7 module.symmetric=true", "even module.m"),
+        ("experiment=lazy_training module.m=0", "module.m=0 is out of range"),
+        ("experiment=meanfield_teacher_student module.width=0", "module.width=0 is out of range"),
+        (
+            "experiment=meanfield_teacher_student module.width=3",
+            "add a student width >= module.m0",
+        ),
+        ("experiment=lazy_training_cnn module.alphas=[0,1]", "module.alphas[0]=0 is out of range"),
+        (
+            "experiment=lazy_training_cnn module.n_train=1500 module.n_test=500",
+            "the digits have 1797 images",
+        ),
     ],
 )
 def test_bad_options_are_refused(override, message):
@@ -297,3 +311,102 @@ def test_cli_run_writes_results_and_one_line_error(tmp_path):
     bad = run_cli("train.py", "experiment=lazy_training", "module.alphas=[0,1]", check=False)
     assert bad.returncode == 2
     assert "module.alphas[0]=0 is out of range" in bad.stderr + bad.stdout
+
+
+# --- studies, CNN lazy training, blockwise kernels -----------------------------------------
+@pytest.mark.parametrize(
+    "study, widths",
+    [("meanfield_teacher_student", 8), ("meanfield_teacher_student_d100", 7)],
+)
+def test_teacher_student_studies_compose_one_job_per_width(study, widths):
+    cfg = composed(f"study={study}")
+    validate_config(cfg)
+    swept = str(cfg.hydra.sweeper.params["module.width"]).split(",")
+    assert len(swept) == widths and swept[0] == "5"
+    assert cfg.module.seeds == 10 and cfg.study.rows == ["module.width"]
+    mod = instantiate(cfg.module, width=int(swept[-1]))
+    assert mod.widths == [int(swept[-1])] and mod.seeds == 10
+
+
+def test_single_width_run_writes_the_keys_every_study_job_shares():
+    mod = modules.MeanFieldTwoLayerModule(width=10, seeds=3, steps=300, plot_widths=[])
+    mod.compute()
+    m = mod.metrics
+    assert mod.widths == [10] and m["m"] == 10
+    assert m["converged_fraction"] == m["converged_fraction/m=10"]
+    assert m["final_rel_loss_median"] == m["final_rel_loss_median/m=10"]
+    assert 0 < m["final_rel_loss_median"] < 1 and "distance_median" in m
+
+
+def test_kernel_never_holds_more_than_one_feature_block(monkeypatch):
+    sizes = []
+    draw = rf.sample_weights
+
+    def recording(m, d, activation, generator=None):
+        sizes.append(m)
+        return draw(m, d, activation, generator)
+
+    monkeypatch.setattr(rf, "sample_weights", recording)
+    x = rf.sphere(30, 4, torch.Generator().manual_seed(0))
+    k = rf.empirical_kernel(x, x, 5000, "relu", torch.Generator().manual_seed(1), block=1024)
+    assert max(sizes) == 1024 and sum(sizes) == 5000 and len(sizes) == 5
+    assert rf.relative_error(k, rf.limit_kernel(x, x, "relu")) < 0.05
+
+
+def _tiny_cnn(n: int = 40, n_test: int = 20, channels: int = 4):
+    x, y, x_test, _ = lc.load_digits_split(n, n_test, seed=0)
+    p0 = lc.init_cnn(channels, 1, 8, 10, torch.Generator().manual_seed(3))
+    return x, torch.nn.functional.one_hot(y, 10).float(), x_test, p0
+
+
+def test_cnn_linearised_by_jvp_is_tangent_kernel_gradient_descent():
+    x, y1, x_test, p0 = _tiny_cnn()
+    x, y1, x_test = x.double(), y1.double(), x_test.double()
+    p0 = {k: v.double() for k, v in p0.items()}
+    lin = lc.linearised(lc.cnn_forward, p0, x, y1, x_test, 60, 0.2)
+
+    def jac(xx: torch.Tensor) -> torch.Tensor:  # (n classes, P)
+        j = torch.func.jacrev(lambda p: lc.cnn_forward(p, xx).flatten())(p0)
+        return torch.cat([v.reshape(v.shape[0], -1) for v in j.values()], 1)
+
+    j, j_test = jac(x), jac(x_test)
+    ref = lz.linearised_predictions(j @ j.T, j_test @ j.T, y1.flatten(), 60, 0.2)
+    assert torch.allclose(lin["train"].flatten(), ref["train"], atol=1e-10)
+    assert torch.allclose(lin["test"].flatten(), ref["test"], atol=1e-10)
+    assert lin["loss"][-1] < 0.5 * lin["loss"][0]  # it learns
+
+
+def test_cnn_lazy_regime_in_alpha():
+    mod = modules.LazyCNNModule(
+        alphas=[0.01, 1, 10, 100], channels=8, n_train=100, n_test=100, steps=40
+    )
+    mod.compute()
+    m, r = mod.metrics, mod.results
+    # weights move like 1/alpha, activation patterns freeze, the network meets its
+    # linearisation (test outputs and predicted classes)
+    assert abs(m["relative_change_slope"] + 1) < 0.15
+    assert r["relative_change"][0] > 10 * r["relative_change"][1]  # the active side moves more
+    assert r["unchanged_patterns"] == sorted(r["unchanged_patterns"])
+    assert r["unchanged_patterns"][-1] > 0.999 > r["unchanged_patterns"][0]
+    gap = r["linear_gap"]
+    assert gap[-1] < gap[1] / 10 and gap == sorted(gap, reverse=True)
+    assert r["linear_agreement"][-1] >= max(0.98, r["linear_agreement"][0])
+    assert m["test_acc/max_alpha"] == pytest.approx(m["linear_test_acc"], abs=0.02)
+    assert r["step"] == [pytest.approx(0.02), 0.1, 0.1, 0.1]  # min(lr, lr_active alpha)
+
+
+def test_cnn_module_writes_json_and_panel(tmp_path):
+    mod = modules.LazyCNNModule(
+        alphas=[0.1, 1, 10], channels=4, n_train=30, n_test=30, steps=5, output_dir=str(tmp_path)
+    )
+    mod.on_test_epoch_end()
+    assert (tmp_path / "lazy_training_cnn.json").exists()
+    assert (tmp_path / "lazy_training_cnn_panel.png").stat().st_size > 10_000
+    assert all(math.isfinite(v) for v in mod.final_metrics().values())
+
+
+def test_cli_teacher_wider_than_the_student_is_one_line_error():
+    bad = run_cli("train.py", "experiment=meanfield_teacher_student", "module.width=3", check=False)
+    assert bad.returncode == 2
+    lines = [ln for ln in (bad.stderr + bad.stdout).splitlines() if "module.m0" in ln]
+    assert len(lines) == 1 and "add a student width >= module.m0" in lines[0]

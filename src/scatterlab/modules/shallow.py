@@ -8,6 +8,7 @@ Everything runs on the CPU in float64: these are small problems, a GPU would not
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Annotated, Literal
 
 import numpy as np
@@ -18,6 +19,7 @@ from scatterlab.modules.theory import TheoryModule
 from scatterlab.ranges import OpenFraction, Positive, PositiveInt, Range, Seed
 from scatterlab.shallow import features as rf
 from scatterlab.shallow import lazy as lz
+from scatterlab.shallow import lazy_cnn as lc
 from scatterlab.shallow import plots
 from scatterlab.shallow import twolayer as tl
 
@@ -450,6 +452,154 @@ class LazyTrainingModule(_ShallowModule):
             plots.lazy(_np(self.results), path)
         if (path := self.plot_path("particles")) is not None and traj:
             plots.lazy_particles(traj, teacher, path)
+
+
+class LazyCNNModule(_ShallowModule):
+    """Lazy training of a small ReLU CNN on real images against alpha (REDUCED version of the
+    CIFAR panel of Chizat, Oyallon & Bach 2019; `scatterlab.shallow.lazy_cnn`).
+
+    For every alpha of `alphas` the same initialisation theta_0 is trained by full-batch GD
+    on L(alpha (f(theta) - f(theta_0))) / alpha^2 (square loss on one-hot labels) for `steps`
+    steps of min(lr, lr_active * alpha); the linearised model at theta_0 (Jacobian-vector
+    products) is trained once, it does not depend on alpha. Measured per alpha: test
+    accuracy, |theta - theta_0| / |theta_0|, the fraction of unchanged ReLU activation
+    patterns on the test images, the distance |g_alpha - g_lin| / |g_lin| to the linearised
+    model's test outputs and the agreement of their predicted classes; slopes against alpha
+    fitted over alpha >= fit_min_alpha. Data: the embedded scikit-learn digits (8x8), a
+    random split of n_train + n_test images (at most 1797). channels: width of both
+    convolutions.
+    """
+
+    CONFIG_CHECKS = (
+        ("n_train + n_test <= 1797", "the digits have 1797 images: lower n_train or n_test"),
+    )
+
+    def __init__(
+        self,
+        alphas: Annotated[list[Alpha], Range(ge=2)] = (0.01, 0.1, 1, 10, 100),
+        channels: Annotated[int, Range(ge=1, le=128)] = 16,
+        n_train: Annotated[int, Range(ge=10, le=1797)] = 500,
+        n_test: Annotated[int, Range(ge=10, le=1797)] = 500,
+        steps: Annotated[int, Range(ge=1, le=100_000)] = 300,
+        lr: Annotated[float, Range(gt=0, le=10)] = 0.1,
+        lr_active: Annotated[float, Range(gt=0, le=100)] = 2.0,
+        fit_min_alpha: Positive = 1.0,
+        seed: Seed = 0,
+        name: str = "lazy_training_cnn",
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__(name, output_dir, "cpu")
+        self.alphas = sorted(set(float(a) for a in _nonempty(alphas, "alphas")))
+        if sum(a >= fit_min_alpha for a in self.alphas) < 2:
+            raise ConfigError(
+                f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
+                "the slopes; add larger alphas or lower it"
+            )
+        if n_train + n_test > 1797:
+            raise ConfigError(
+                f"module.n_train + module.n_test = {n_train + n_test}: the digits have 1797 "
+                "images, lower n_train or n_test"
+            )
+        self.channels, self.n_train, self.n_test, self.steps = channels, n_train, n_test, steps
+        self.lr, self.lr_active, self.fit_min_alpha, self.seed = lr, lr_active, fit_min_alpha, seed
+
+    def compute(self) -> None:
+        import time
+
+        from tqdm.auto import tqdm
+
+        # the test stage runs in inference mode: training needs autograd back (and tensors
+        # made outside inference mode)
+        with torch.inference_mode(False), torch.enable_grad(), _threads(1):
+            x, y, x_test, y_test = lc.load_digits_split(self.n_train, self.n_test, self.seed)
+            y1 = torch.nn.functional.one_hot(y, 10).float()
+            gen = torch.Generator().manual_seed(self.seed + 1)
+            p0 = lc.init_cnn(self.channels, 1, 8, 10, gen)
+            fn = lc.cnn_forward
+            t0 = time.perf_counter()
+            lin = lc.linearised(fn, p0, x, y1, x_test, self.steps, self.lr)
+            self.metric("linear_time_s", time.perf_counter() - t0)
+            _finite(torch.tensor(lin["loss"][-1]), "the linearised model")
+            lin_test = lin["test"]
+            lin_acc = float((lin_test.argmax(1) == y_test).double().mean())
+            f0_test = fn(p0, x_test)
+            rows = {
+                k: []
+                for k in (
+                    "test_acc",
+                    "train_loss",
+                    "relative_change",
+                    "unchanged_patterns",
+                    "linear_gap",
+                    "linear_agreement",
+                    "step",
+                    "time_s",
+                )
+            }
+            for alpha in tqdm(self.alphas, desc="alpha"):
+                t0 = time.perf_counter()
+                p, losses = lc.train_scaled(
+                    fn, p0, x, y1, alpha, self.steps, self.lr, self.lr_active
+                )
+                _finite(torch.tensor(losses[-1]), f"training at alpha={alpha:g}")
+                with torch.no_grad():
+                    g = alpha * (fn(p, x_test) - f0_test)
+                rows["test_acc"].append(float((g.argmax(1) == y_test).double().mean()))
+                rows["train_loss"].append(losses[-1])
+                rows["relative_change"].append(lc.relative_change(p, p0))
+                rows["unchanged_patterns"].append(lc.unchanged_patterns(p, p0, x_test))
+                gap = (g - lin_test).norm() / lin_test.norm().clamp_min(1e-30)
+                rows["linear_gap"].append(float(gap))
+                agree = (g.argmax(1) == lin_test.argmax(1)).double().mean()
+                rows["linear_agreement"].append(float(agree))
+                rows["step"].append(lc.step_size(alpha, self.lr, self.lr_active))
+                rows["time_s"].append(time.perf_counter() - t0)
+        rows["changed_patterns"] = [1 - u for u in rows["unchanged_patterns"]]
+        alphas = np.asarray(self.alphas)
+        sel = alphas >= self.fit_min_alpha
+        for i, a in enumerate(self.alphas):
+            for key in (
+                "test_acc",
+                "relative_change",
+                "unchanged_patterns",
+                "linear_gap",
+                "linear_agreement",
+                "train_loss",
+            ):
+                self.metric(f"{key}/alpha={a:g}", rows[key][i])
+        for key in ("relative_change", "changed_patterns", "linear_gap"):
+            v = np.asarray(rows[key])[sel]
+            ok = v > 0  # no pattern changed at all: left out of the fit
+            slope = rf.fit_exponent(alphas[sel][ok], v[ok])["slope"] if ok.sum() >= 2 else math.nan
+            rows[f"{key}_slope"] = slope
+            self.metric(f"{key}_slope", slope)
+        self.metric("linear_test_acc", lin_acc)
+        self.metric("linear_train_loss", lin["loss"][-1])
+        self.metric("test_acc/min_alpha", rows["test_acc"][0])
+        self.metric("test_acc/max_alpha", rows["test_acc"][-1])
+        self.metric("max_alpha_time_s", max(rows["time_s"]))
+        self.metric("cnn_params", float(lc.num_params(p0)))
+        self.results = {
+            "title": f"REDUCED: CNN ({self.channels} channels) on {self.n_train} digits 8x8",
+            "alphas": self.alphas,
+            "linear_test_acc": lin_acc,
+            "linear_train_loss": lin["loss"][-1],
+            "fit_min_alpha": self.fit_min_alpha,
+            "num_params": lc.num_params(p0),
+            **rows,
+        }
+        if (path := self.plot_path("panel")) is not None:
+            plots.lazy_cnn(self.results, path)
+
+
+@contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _np(x: object) -> object:

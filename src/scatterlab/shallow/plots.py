@@ -164,3 +164,34 @@ def lazy_particles(traj: dict, teacher: tuple, path: Path) -> Path:
     for ax, (title, t) in zip(axes[0], traj.items(), strict=True):
         particles(ax, t["w"], t["a"], *teacher, title)
     return save_figure(fig, path)
+
+
+def lazy_cnn(res: dict, path: Path) -> Path:
+    """The CNN panel against alpha: test accuracy (network and linearised model), fraction of
+    unchanged ReLU patterns, and (log-log) weight movement and distance to the linearisation."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    alphas = np.asarray(res["alphas"], dtype=float)
+    ax = axes[0]
+    ax.semilogx(alphas, 100 * np.asarray(res["test_acc"]), "o-", ms=4, label="trained network")
+    ax.axhline(100 * res["linear_test_acc"], color="C1", ls="--", label="linearised at init")
+    ax.set_xlabel(r"output scale $\alpha$")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(res["title"], fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.semilogx(alphas, 100 * np.asarray(res["unchanged_patterns"]), "s-", ms=4, color="C2")
+    ax.set_xlabel(r"output scale $\alpha$")
+    ax.set_ylabel("unchanged ReLU activation patterns (%)")
+    ax = axes[2]
+    for key, st, label in (
+        ("relative_change", "o-", r"$|\theta - \theta_0| / |\theta_0|$"),
+        ("changed_patterns", "s-", "changed ReLU patterns"),
+        ("linear_gap", "^-", r"$|g_\alpha - g_{lin}| / |g_{lin}|$ (test)"),
+    ):
+        y = np.asarray(res[key], dtype=float)
+        ok = y > 0
+        ax.loglog(alphas[ok], y[ok], st, ms=4, label=label)
+    _guide(ax, alphas, float(res["relative_change"][0]), -1.0, r"$1/\alpha$")
+    ax.set_xlabel(r"output scale $\alpha$")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
