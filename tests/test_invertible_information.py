@@ -119,6 +119,15 @@ def test_generator_embedding_is_kymatio_scattering_whitened(one_thread) -> None:
     cov = z.T @ z / (len(z) - 1)
     assert torch.allclose(cov, torch.eye(32, dtype=torch.float64), atol=1e-3)
     assert Generator(32, 1, 8)(z[:4].float()).shape == (4, 1, 8, 8)
+    # fewer images than coefficients: the Gram-matrix route, the same whitened subspace
+    few = ScatteringEmbedding(J=2, shape=8, channels=1, dim=32)
+    few.fit(x[:100])  # 100 images < 324 coefficients
+    zf = few(x[:100]).double()
+    assert torch.allclose(zf.T @ zf / 99, torch.eye(32, dtype=torch.float64), atol=1e-6)
+    s = few.scatter(x[:100]).double()
+    cov = (s - s.mean(0)).T @ (s - s.mean(0)) / 99
+    top = torch.linalg.eigvalsh(cov).flip(0)[:32]
+    assert torch.allclose(few.eigenvalues.double(), top, rtol=1e-4)
     assert psnr(torch.zeros(2, 2), torch.full((2, 2), 0.1)) == pytest.approx(20.0)
 
 

@@ -49,10 +49,19 @@ class ScatteringEmbedding(nn.Module):
         """Mean and whitened principal directions of S_J x over the images x (n, C, N, N)."""
         s = torch.cat([self.scatter(b) for b in x.split(256)]).double()
         mean = s.mean(0)
-        cov = (s - mean).T @ (s - mean) / max(len(s) - 1, 1)
-        evals, evecs = torch.linalg.eigh(cov)  # ascending
-        evals, evecs = evals.flip(0)[: self.dim], evecs.flip(1)[:, : self.dim]
-        evals = evals.clamp_min(evals[0] * 1e-10)  # directions of zero variance: no blow-up
+        c, n = s - mean, max(len(s) - 1, 1)
+        if len(c) < c.shape[1]:
+            # fewer images than coefficients (CIFAR, J=3: 10,416): the eigenvectors of the
+            # n x n Gram matrix give the same principal directions, c^T u / sqrt(n lambda), at
+            # O(n^2 D) instead of the O(D^3) of the D x D covariance (minutes on a CPU)
+            evals, u = torch.linalg.eigh(c @ c.T / n)  # ascending
+            evals, u = evals.flip(0)[: self.dim], u.flip(1)[:, : self.dim]
+            evals = evals.clamp_min(evals[0] * 1e-10)  # directions of zero variance: no blow-up
+            evecs = c.T @ u / (n * evals).sqrt()
+        else:
+            evals, evecs = torch.linalg.eigh(c.T @ c / n)  # ascending
+            evals, evecs = evals.flip(0)[: self.dim], evecs.flip(1)[:, : self.dim]
+            evals = evals.clamp_min(evals[0] * 1e-10)
         self.mean.copy_(mean)
         self.proj.copy_(evecs / evals.sqrt())
         self.eigenvalues.copy_(evals)
