@@ -120,11 +120,21 @@ def kernel_path(
         while done < m:
             b = min(block, m - done)
             w = sample_weights(b, d, activation, generator)
-            fx = rho(preactivations(x, w), activation).real
-            fy = rho(preactivations(y, w), activation).real
-            total += fx @ fy.T
+            fx = _block_features(x, w, activation)
+            # K(x, x): one block of features, not two; addmm_: no n x n' temporary
+            fy = fx if y is x else _block_features(y, w, activation)
+            total.addmm_(fx, fy.T)
+            del fx, fy
             done += b
         yield m, total / m
+
+
+def _block_features(x: Tensor, w: Tensor, activation: Activation) -> Tensor:
+    """rho(x w^T) for one block of weights, in place where rho allows (relu): (n, b) real."""
+    pre = preactivations(x, w)
+    if activation == "relu":
+        return pre.relu_()
+    return rho(pre, activation).real
 
 
 def relative_error(k_m: Tensor, k: Tensor) -> float:
