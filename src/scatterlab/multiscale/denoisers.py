@@ -1,120 +1,333 @@
 """Local denoisers with an exact receptive field: flat (pixels) and conditional (wavelet details
 given the coarse field), after Kadkhodaie, Guth, Mallat & Simoncelli, ICLR 2023.
 
-``LocalDenoiser``: (rf - 1) / 2 bias-free 3 x 3 periodic convolutions with ReLUs, no
-down-sampling, so an output value depends exactly on the rf x rf input window around it (the
-authors' BF_CNN_RF, without its batch normalisation). It predicts the noise (residual).
+``LocalDenoiser``: the authors' BF_CNN_RF (LabForComputationalVision/
+local-probability-models-of-images, ``code/network.py``) at CPU size: ``depth`` bias-free
+periodic convolutions without down-sampling, (rf - 1) / 2 of them 3 x 3 (the first, the last
+and evenly spread ones) and the others 1 x 1, ReLUs and bias-free batch normalisation (divide
+by the batch standard deviation, multiply by a learned gain: no mean, no bias) in between. So
+every receptive field has the same depth, an output value depends on exactly the rf x rf input
+window around it (``rf_window``), and the network is homogeneous, f(a y) = a f(y) for a > 0
+(in eval mode). It predicts the noise (the residual): x_hat = y - f(y), blind to sigma.
 
-* flat: input the noisy field y = x + sigma z (1 channel, L x L); target z.
-* conditional (scale 1): input the noisy details ybar = xbar_1 + sigma z (3 channels) and the
-  clean low-pass x_1 (1 channel), both L/2 x L/2; target z. Its receptive field is counted on
-  the L/2 grid (one coefficient covers 2 pixels).
-Both are scored on the detail coefficients of scale 1 (the flat denoiser's estimate is
-transformed), so the two errors are per detail coefficient and comparable.
+* flat: input the noisy field y = x + sigma z (1 channel, L x L).
+* conditional, scale j: input the noisy details ybar_j = xbar_j + sigma z (3 channels) and the
+  coarse field x_j (1 channel), both L / 2^j x L / 2^j; output the noise of the 3 detail
+  channels (the authors concatenate the low-pass band to the noisy details the same way).
+  Its receptive field counts coefficients of scale j (one covers 2^j pixels).
+* ``MultiscaleDenoiser``: the full-image denoiser of the paper's Figure 2: the coarsest
+  low-pass y_J denoised by a network that sees the whole coarse field, then for j = J .. 1 the
+  details ybar_j denoised by the conditional network given the *denoised* coarse field, and
+  x_hat_{j-1} = W^T (x_hat_j, xbar_hat_j). The conditional networks are trained on the clean
+  coarse field (they model p(xbar_j | x_j)).
+
+The wavelet transform is orthogonal, so white noise of variance sigma^2 in pixels is white
+noise of the same variance on every coefficient, and the full-image squared error is the sum
+of the errors of the low-pass and of every detail band (``band_errors``).
 """
 
 from __future__ import annotations
+
+import copy
+import math
 
 import torch
 from torch import Tensor, nn
 
 from scatterlab.errors import ConfigError
-from scatterlab.wsgm.dwt import DWT2d
+from scatterlab.wsgm.dwt import DWT2d, check_size
 
 
 def check_rf(rf: int) -> int:
     """rf, or ConfigError unless it is an odd integer >= 3."""
     if rf < 3 or rf % 2 == 0:
-        raise ConfigError(f"receptive field {rf} must be odd and >= 3 (3 x 3 convolutions)")
+        raise ConfigError(
+            f"receptive field rf={rf} must be odd and >= 3 (a centred window of 3 x 3 "
+            "convolutions): use 5, 9, 13, 23 or 43"
+        )
     return rf
 
 
-class LocalDenoiser(nn.Module):
-    """Bias-free CNN with receptive field rf: (B, c_in, n, n) -> (B, c_out, n, n)."""
+def kernel_sizes(rf: int, depth: int | None = None) -> list[int]:
+    """Kernel size (3 or 1) of each layer of a network of receptive field rf with
+    max(depth, (rf - 1) / 2) layers: k = (rf - 1) / 2 of them 3 x 3 at evenly spread
+    positions, first and last included, the others 1 x 1."""
+    k = (check_rf(rf) - 1) // 2
+    depth = k if depth is None else max(depth, k)
+    if k == 1:
+        return [3] + [1] * (depth - 1)
+    at = {round(i * (depth - 1) / (k - 1)) for i in range(k)}
+    return [3 if i in at else 1 for i in range(depth)]
 
-    def __init__(self, rf: int, c_in: int, c_out: int, width: int = 16) -> None:
+
+class BiasFreeBatchNorm(nn.Module):
+    """x / sd(x) * gain per channel (no mean subtraction, no bias), the authors' BF_batchNorm;
+    in eval mode the running sd is used, so the layer is a fixed per-channel scale."""
+
+    def __init__(self, channels: int, momentum: float = 0.1) -> None:
         super().__init__()
-        depth = (check_rf(rf) - 1) // 2
-        chans = [c_in] + [width] * (depth - 1) + [c_out]
-        layers: list[nn.Module] = []
-        for i in range(depth):
-            layers.append(
-                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False, padding_mode="circular")
-            )
-            if i < depth - 1:
-                layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
-        self.rf = rf
+        self.register_buffer("running_sd", torch.ones(1, channels, 1, 1))
+        self.gain = nn.Parameter(torch.full((1, channels, 1, 1), 0.1))
+        self.momentum = momentum
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        if self.training:
+            sd = torch.sqrt(x.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + 1e-5)
+            with torch.no_grad():
+                self.running_sd.lerp_(sd, self.momentum)
+        else:
+            sd = self.running_sd
+        return x / sd * self.gain
+
+
+class LocalDenoiser(nn.Module):
+    """Bias-free CNN with receptive field rf: (B, c_in, n, n) -> (B, c_out, n, n), periodic.
+
+    depth: least number of convolutions (``kernel_sizes``; default (rf - 1) / 2, all 3 x 3);
+    width: hidden channels.
+    """
+
+    def __init__(
+        self, rf: int, c_in: int, c_out: int, width: int = 16, depth: int | None = None
+    ) -> None:
+        super().__init__()
+        sizes = kernel_sizes(rf, depth)
+
+        def conv(a: int, b: int, ks: int) -> nn.Conv2d:
+            return nn.Conv2d(a, b, ks, padding=ks // 2, bias=False, padding_mode="circular")
+
+        self.first = conv(c_in, width if len(sizes) > 1 else c_out, sizes[0])
+        self.hidden = nn.ModuleList(
+            nn.Sequential(conv(width, width, ks), BiasFreeBatchNorm(width), nn.ReLU())
+            for ks in sizes[1:-1]
+        )
+        self.last = conv(width, c_out, sizes[-1]) if len(sizes) > 1 else None
+        # the last layer starts at zero: the denoiser starts as the identity, x_hat = y (the
+        # authors start near it with tiny batch-norm gains)
+        nn.init.zeros_((self.last or self.first).weight)
+        self.rf, self.c_in, self.c_out, self.depth = rf, c_in, c_out, len(sizes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.last is None:
+            return self.first(x)
+        h = torch.relu(self.first(x))
+        for layer in self.hidden:
+            # residual hidden layers: a plain stack of 20 layers 8 channels wide does not train
+            # in a few hundred steps (the authors' are 64 wide); a skip keeps the window exact
+            h = h + layer(h)
+        return self.last(h) if self.last is not None else h
+
+
+def rf_window(net: nn.Module, c_in: int, size: int, seed: int = 0, draws: int = 32) -> Tensor:
+    """(size, size) bool mask of the input pixels on which the centre output value depends:
+    nonzero gradient of output [0, size/2, size/2] with respect to the input (any channel),
+    net in eval mode, summed over ``draws`` random inputs (a ReLU that is off on one input
+    can hide a pixel)."""
+    net = copy.deepcopy(net).double().eval()  # float64: a corner's gradient is a product of
+    # rf / 2 small weights, which float32 can flush to zero
+    for m in net.modules():  # a zero layer (the initial last one) would hide the window
+        if isinstance(m, nn.Conv2d) and not m.weight.any():
+            nn.init.normal_(m.weight)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(draws, c_in, size, size, generator=g, dtype=torch.float64, requires_grad=True)
+    net(x)[:, 0, size // 2, size // 2].sum().backward()  # eval mode: the draws are independent
+    return x.grad.abs().sum(dim=(0, 1)) > 0
 
 
 def measured_rf(net: nn.Module, c_in: int, size: int) -> int:
-    """Width of the input window that one output value depends on (gradient of the centre
-    output with respect to the input, on a random input), size x size inputs."""
-    x = torch.randn(1, c_in, size, size, requires_grad=True)
-    net(x)[0, 0, size // 2, size // 2].backward()
-    cols = (x.grad.abs().sum(dim=(0, 1, 2)) > 0).nonzero()
+    """Width of the input window that one output value depends on (``rf_window``)."""
+    cols = rf_window(net, c_in, size).any(dim=0).nonzero()
     return int(cols.max() - cols.min() + 1)
 
 
-def _batch(x: Tensor, n: int, g: torch.Generator) -> Tensor:
-    """n random fields of x (N, 1, L, L), randomly shifted and flipped (lattice symmetries)."""
+def coarse_rf(n: int) -> int:
+    """Smallest odd receptive field that covers a periodic n x n field (>= n + 1)."""
+    return max(3, n + 1 if n % 2 == 0 else n + 2)
+
+
+def _batch(x: Tensor, n: int, g: torch.Generator, augment: bool) -> Tensor:
+    """n random fields of x (N, 1, L, L); with augment, randomly shifted, flipped and
+    transposed (the symmetries of a stationary isotropic lattice field such as phi^4; not of
+    digits, and a shift by an odd amount moves a field against the wavelet grid)."""
     idx = torch.randint(0, x.shape[0], (n,), generator=g)
     b = x[idx]
-    sh = torch.randint(0, x.shape[-1], (2,), generator=g).tolist()
-    b = torch.roll(b, sh, (-2, -1))
-    return b.flip(-1) if torch.rand((), generator=g) < 0.5 else b
+    if augment:
+        sh = torch.randint(0, x.shape[-1], (2,), generator=g).tolist()
+        b = torch.roll(b, sh, (-2, -1))
+        if torch.rand((), generator=g) < 0.5:
+            b = b.flip(-1)
+        if torch.rand((), generator=g) < 0.5:
+            b = b.transpose(-1, -2)
+    return b
 
 
-def train_denoiser(
-    kind: str,
-    rf: int,
+def train_net(
+    net: LocalDenoiser,
+    make_pair,
+    steps: int,
+    lr: float,
+) -> LocalDenoiser:
+    """Adam on the residual MSE, mean of abs(f(y) - n)^2 (the authors' loss), learning rate
+    cosine-decayed to 0. ``make_pair()`` gives (noisy input, noise, sigma) batches.
+
+    The loss weighs a noise level by sigma^2, so in a few hundred steps the small levels are
+    learnt least (a relative loss, abs(f(y) - n)^2 / sigma^2 on log-uniform levels, was tried
+    and learnt nothing at sigma >= 1 in 300 steps)."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / max(steps, 1)))
+    )
+    net.train()
+    for _ in range(steps):
+        inp, noise, sig = make_pair()
+        loss = (net(inp) - noise).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+def _sigmas(batch: int, sigma_max: float, g: torch.Generator) -> Tensor:
+    """One noise level per field, uniform on [0, sigma_max] (the authors': 0 to 255)."""
+    return sigma_max * torch.rand(batch, 1, 1, 1, generator=g)
+
+
+def train_flat(
     x: Tensor,
+    rf: int,
     steps: int,
     batch: int,
     sigma_max: float,
     width: int = 16,
+    depth: int | None = None,
     lr: float = 2e-3,
     seed: int = 0,
+    augment: bool = True,
 ) -> LocalDenoiser:
-    """Train a flat or conditional denoiser on standardised fields x (N, 1, L, L) with noise
-    levels sigma ~ U(0, sigma_max) (noise-prediction MSE, Adam)."""
+    """A flat denoiser of the fields x (N, 1, L, L), one noise level per field (``_sigmas``)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    dwt = DWT2d("haar", 1)
-    net = LocalDenoiser(rf, 1 if kind == "flat" else 4, 1 if kind == "flat" else 3, width)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        b = _batch(x, batch, g)
-        sig = sigma_max * torch.rand(batch, 1, 1, 1, generator=g)
-        if kind == "flat":
-            z = torch.randn(b.shape, generator=g)
-            inp, target = b + sig * z, z
-        else:
+    net = LocalDenoiser(rf, 1, 1, width, depth)
+
+    def pair() -> tuple[Tensor, Tensor]:
+        b = _batch(x, batch, g, augment)
+        sig = _sigmas(batch, sigma_max, g)
+        noise = sig * torch.randn(b.shape, generator=g)
+        return b + noise, noise, sig
+
+    return train_net(net, pair, steps, lr)
+
+
+class MultiscaleDenoiser(nn.Module):
+    """Coarse-to-fine full-image denoiser: a global low-pass network at the coarsest scale J
+    and one conditional network per scale j = 1..J (``nets[j - 1]``)."""
+
+    def __init__(self, low: LocalDenoiser, nets: list[LocalDenoiser], wavelet: str) -> None:
+        super().__init__()
+        self.low, self.nets = low, nn.ModuleList(nets)
+        self.dwt = DWT2d(wavelet, len(nets))
+
+    def denoise_details(self, j: int, noisy: Tensor, coarse: Tensor) -> Tensor:
+        """Denoised details of scale j given the (clean or denoised) coarse field x_j."""
+        return noisy - self.nets[j - 1](torch.cat([noisy, coarse], 1))
+
+    @torch.no_grad()
+    def forward(self, y: Tensor) -> Tensor:
+        low, dets = self.dwt(y)
+        x = low - self.low(low)
+        for j in range(len(self.nets), 0, -1):
+            x = self.dwt.inverse_level(x, self.denoise_details(j, dets[j - 1], x))
+        return x
+
+
+def train_multiscale(
+    x: Tensor,
+    rf: int,
+    levels: int,
+    steps: int,
+    batch: int,
+    sigma_max: float,
+    width: int = 16,
+    depth: int | None = None,
+    lr: float = 2e-3,
+    seed: int = 0,
+    wavelet: str = "haar",
+    low_rf: int | None = None,
+    augment: bool = True,
+) -> MultiscaleDenoiser:
+    """The conditional networks (receptive field rf, trained on the clean coarse field) and the
+    coarsest low-pass network (receptive field ``low_rf``, default: the whole coarse field)."""
+    check_size(x.shape[-1], levels)
+    dwt = DWT2d(wavelet, levels)
+    n_low = x.shape[-1] >> levels
+    low_rf = coarse_rf(n_low) if low_rf is None else check_rf(low_rf)
+    nets = []
+    for j in range(1, levels + 1):
+        torch.manual_seed(seed + j)
+        g = torch.Generator().manual_seed(seed + j)
+        net = LocalDenoiser(rf, 4, 3, width, depth)
+
+        def pair(j: int = j, g: torch.Generator = g) -> tuple[Tensor, Tensor]:
+            b = _batch(x, batch, g, augment)
+            for _ in range(j - 1):
+                b = dwt.forward_level(b)[0]
             low, det = dwt.forward_level(b)
-            z = torch.randn(det.shape, generator=g)
-            inp, target = torch.cat([det + sig * z, low], 1), z
-        loss = (net(inp) - target).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+            sig = _sigmas(batch, sigma_max, g)
+            noise = sig * torch.randn(det.shape, generator=g)
+            return torch.cat([det + noise, low], 1), noise, sig
+
+        nets.append(train_net(net, pair, steps, lr))
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    low_net = LocalDenoiser(low_rf, 1, 1, width, depth)
+
+    def pair_low() -> tuple[Tensor, Tensor]:
+        b = dwt(_batch(x, batch, g, augment))[0]
+        sig = _sigmas(batch, sigma_max, g)
+        noise = sig * torch.randn(b.shape, generator=g)
+        return b + noise, noise, sig
+
+    low_net = train_net(low_net, pair_low, steps, lr)
+    return MultiscaleDenoiser(low_net, nets, wavelet).eval()
+
+
+def band_errors(est: Tensor, x: Tensor, levels: int, wavelet: str = "haar") -> dict[str, float]:
+    """Squared error of est against x per pixel, split over the orthogonal wavelet bands:
+    {"low": ..., "j=1": ..., ..., "j=J": ..., "total": ...}; the bands sum to the total."""
+    dwt = DWT2d(wavelet, levels)
+    n = x[0].numel()
+    lo_e, det_e = dwt(est.double())
+    lo_x, det_x = dwt(x.double())
+    out = {"low": float((lo_e - lo_x).pow(2).sum() / (x.shape[0] * n))}
+    for j, (a, b) in enumerate(zip(det_e, det_x, strict=True), 1):
+        out[f"j={j}"] = float((a - b).pow(2).sum() / (x.shape[0] * n))
+    out["total"] = float((est.double() - x.double()).pow(2).mean())
+    return out
+
+
+def psnr(mse: float, peak: float = 1.0) -> float:
+    """10 log10(peak^2 / mse) (dB)."""
+    return 10 * math.log10(peak**2 / max(mse, 1e-30))
 
 
 @torch.no_grad()
-def detail_mse(kind: str, net: nn.Module, x: Tensor, sigma: float, seed: int = 1) -> float:
-    """Mean squared error per detail coefficient of scale 1 of the denoised x (N, 1, L, L)."""
+def noisy_copy(x: Tensor, sigma: float, seed: int = 1) -> Tensor:
+    """x + sigma z with a fixed noise draw (the same for every model)."""
     g = torch.Generator().manual_seed(seed)
-    dwt = DWT2d("haar", 1)
-    low, det = dwt.forward_level(x)
-    if kind == "flat":
-        z = torch.randn(x.shape, generator=g)
-        y = x + sigma * z
-        est = dwt.forward_level(y - sigma * net(y))[1]
-    else:
-        z = torch.randn(det.shape, generator=g)
-        y = det + sigma * z
-        est = y - sigma * net(torch.cat([y, low], 1))
-    return float((est - det).pow(2).mean())
+    return x + sigma * torch.randn(x.shape, generator=g)
+
+
+@torch.no_grad()
+def oracle_detail_mse(
+    model: MultiscaleDenoiser, x: Tensor, sigma: float, j: int = 1, seed: int = 1
+) -> float:
+    """Error per pixel of the scale-j details denoised given the *clean* coarse field x_j (the
+    conditional network's own task), in the units of ``band_errors``."""
+    g = torch.Generator().manual_seed(seed)
+    b = x
+    for _ in range(j - 1):
+        b = model.dwt.forward_level(b)[0]
+    low, det = model.dwt.forward_level(b)
+    est = model.denoise_details(j, det + sigma * torch.randn(det.shape, generator=g), low)
+    return float((est - det).double().pow(2).sum() / (x.shape[0] * x[0].numel()))

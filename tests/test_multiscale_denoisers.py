@@ -1,0 +1,132 @@
+"""Local denoisers (issue 25, claim 2): exact receptive fields, bias-free homogeneity, the
+orthogonal band split of the error, the conditional model's advantage where the details are a
+function of the coarse field, and the experiment's bad input (one error line, exit code 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scatterlab.errors import ConfigError
+from scatterlab.multiscale import denoisers as dn
+from tests.conftest import read_metrics, run_cli
+
+
+@pytest.mark.parametrize("rf", [5, 9, 13, 23, 43])
+@pytest.mark.parametrize("c_in,c_out", [(1, 1), (4, 3)])
+def test_receptive_field_is_exactly_the_rf_window(rf, c_in, c_out, one_thread):
+    torch.manual_seed(rf)
+    net = dn.LocalDenoiser(rf, c_in, c_out, width=8, depth=21)
+    size = rf + 6
+    mask = dn.rf_window(net, c_in, size)
+    expected = torch.zeros(size, size, dtype=torch.bool)
+    lo = size // 2 - rf // 2
+    expected[lo : lo + rf, lo : lo + rf] = True
+    assert torch.equal(mask, expected), f"rf={rf}: window {int(mask.sum())} pixels, not {rf}^2"
+    assert dn.measured_rf(net, c_in, size) == rf
+    assert net.depth == 21 and dn.kernel_sizes(rf, 21).count(3) == (rf - 1) // 2
+
+
+def test_multiscale_networks_have_their_configured_receptive_fields(one_thread):
+    x = torch.randn(8, 1, 16, 16)
+    model = dn.train_multiscale(x, rf=5, levels=2, steps=1, batch=2, sigma_max=1.0, width=4)
+    assert [dn.measured_rf(n, 4, 9) for n in model.nets] == [5, 5]
+    assert dn.measured_rf(model.low, 1, 11) == dn.coarse_rf(4) == 5  # covers the 4 x 4 field
+
+
+@pytest.mark.parametrize("rf", [4, 2, 1, 0])
+def test_even_or_tiny_receptive_field_is_refused(rf):
+    with pytest.raises(ConfigError, match="odd"):
+        dn.LocalDenoiser(rf, 1, 1)
+
+
+def test_depth_is_at_least_what_the_receptive_field_needs():
+    assert dn.kernel_sizes(13, 2) == [3] * 6
+    assert dn.kernel_sizes(5, 6) == [3, 1, 1, 1, 1, 3]
+    assert dn.kernel_sizes(9, 21).count(3) == 4 and len(dn.kernel_sizes(43, 6)) == 21
+
+
+def test_bias_free_denoiser_is_homogeneous(one_thread):
+    torch.manual_seed(0)
+    net = dn.LocalDenoiser(9, 1, 1, width=6, depth=6).double()
+    torch.nn.init.normal_(net.last.weight)  # the last layer starts at zero
+    net.train()
+    net(torch.randn(4, 1, 12, 12, dtype=torch.float64))  # move the running sd off 1
+    net.eval()
+    y = torch.randn(2, 1, 12, 12, dtype=torch.float64)
+    assert net(y).abs().max() > 0.1
+    for a in (0.1, 3.0):
+        torch.testing.assert_close(net(a * y), a * net(y), rtol=1e-10, atol=1e-12)
+
+
+def test_band_errors_sum_to_the_pixel_error():
+    x, est = torch.randn(3, 1, 16, 16), torch.randn(3, 1, 16, 16)
+    e = dn.band_errors(est, x, 2)
+    assert set(e) == {"low", "j=1", "j=2", "total"}
+    assert abs(e["low"] + e["j=1"] + e["j=2"] - e["total"]) < 1e-10
+    assert abs(e["total"] - float((est.double() - x.double()).pow(2).mean())) < 1e-12
+
+
+def test_conditional_beats_flat_where_details_are_a_function_of_the_coarse_field(one_thread):
+    """Fields constant on 2 x 2 blocks: their Haar details are 0 given the coarse field, so the
+    conditional denoiser can remove all the detail noise (a linear map), while a flat one of the
+    same receptive field does not know the block alignment."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randn(256, 1, 8, 8, generator=g)
+    x = coarse.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    train, test = x[:192], x[192:]
+    kw = dict(rf=5, steps=150, batch=16, sigma_max=1.0, width=16, depth=2, lr=1e-2)
+    flat = dn.train_flat(train, augment=False, **kw)
+    cond = dn.train_multiscale(train, levels=1, augment=False, **kw)
+    sigma = 1.0
+    y = dn.noisy_copy(test, sigma)
+    with torch.no_grad():
+        flat_details = dn.band_errors(y - flat(y), test, 1)["j=1"]
+    cond_details = dn.oracle_detail_mse(cond, test, sigma)
+    noise = 0.75 * sigma**2  # the detail bands hold 3/4 of the noise
+    assert cond_details < 0.1 * noise, cond_details  # measured 0.03 of the noise
+    assert flat_details > 0.2 * noise, flat_details  # measured 0.30
+    assert cond_details < 0.25 * flat_details
+
+
+def test_experiment_runs_and_reports_its_receptive_field(tmp_path):
+    run_cli(
+        "train.py",
+        "experiment=local_denoisers",
+        "module.data=digits",
+        "module.kind=conditional",
+        "module.rf=9",
+        "module.size=16",
+        "module.levels=1",
+        "module.depth=4",
+        "module.steps=3",
+        "module.n_train=64",
+        "module.n_test=16",
+        "module.sigmas=[0.5,1]",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+        timeout=300,
+    )
+    m = read_metrics(tmp_path)
+    assert m["status"] == "ok"
+    assert m["rf_measured"] == 9 and m["rf_measured_low"] == 9  # 8 x 8 coarsest: 9
+    assert set(m) >= {"psnr/sigma=0.5", "psnr/sigma=1", "mse_given_clean_coarse/sigma=1/j=1"}
+    assert abs(sum(m[f"mse/sigma=1/{b}"] for b in ("low", "j=1")) - m["mse/sigma=1/total"]) < 1e-6
+    assert (tmp_path / "local_denoisers.json").exists()
+    assert (tmp_path / "local_denoisers_examples.png").exists()
+
+
+@pytest.mark.parametrize(
+    "override,word",
+    [
+        ("module.rf=8", "rf"),
+        ("module.wavelet=nope", "wavelet"),
+        ("module.size=20", "levels"),  # 20 is not divisible by 2^3 (levels=3)
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(override, word):
+    extra = ["module.levels=3"] if "size" in override else []
+    proc = run_cli("train.py", "experiment=local_denoisers", override, *extra, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(err) == 1 and word in err[0], err
