@@ -5,6 +5,8 @@
     python -m scatterlab.invertible.report --params --out results/invertible_params
     python -m scatterlab.invertible.report --cifar-run RUN_DIR --command "..." \
         --out results/invertible_cifar_reduced
+    python -m scatterlab.invertible.report --generator-run RUN_DIR --command "..." \
+        --out results/invertible_generator_cifar_reduced
 
 For the CIFAR, ImageNet and quickstart configurations: the parameter count (beside the paper's
 where there is one) and || inverse(features(x)) - x || / || x || in float32 and float64, at
@@ -274,15 +276,93 @@ def cifar_run(run: Path, command: str) -> tuple[dict, str]:
     return doc, text + "\n"
 
 
+def generator_run(run: Path, command: str, out: Path) -> tuple[dict, str]:
+    """The summary of a (reduced) scattering-generator run: train / val / test PSNR, sizes, wall
+    time; its three figures copied beside `out` as <out>_{reconstructions,...}.png."""
+    import shutil
+
+    import yaml
+
+    m = json.loads((run / "metrics.json").read_text())
+    cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    mod, data = cfg["module"], cfg["data"]
+    n = {}
+    for split in ("train", "test"):
+        folder = Path(data.get("root", "")) / split
+        n[split] = sum(1 for _ in folder.glob("*/*")) if folder.is_dir() else None
+    figures = []
+    for tag in ("reconstructions", "interpolations", "samples"):
+        src = run / f"{mod.get('name', 'scattering_generator')}_{tag}.png"
+        if src.exists():
+            dst = out.parent / f"{out.name}_{tag}.png"
+            shutil.copyfile(src, dst)
+            figures.append(dst.name)
+    doc = {
+        "command": command,
+        "label": "REDUCED",
+        "data": data.get("root"),
+        "train_images": n["train"],
+        "test_images": n["test"],
+        "J": mod["J"],
+        "dim": mod["dim"],
+        "width": mod["width"],
+        "fit_images": mod["fit_images"],
+        "epochs": cfg["trainer"]["max_epochs"],
+        "params": m.get("num_params"),
+        "psnr": {
+            "train_eval": m.get("train_psnr_eval"),
+            "val": m.get("val/psnr"),
+            "test": m.get("test/psnr"),
+        },
+        "figures": figures,
+        "wall_time_s": m.get("wall_time_s"),
+        "env": m.get("env"),
+    }
+    p = doc["psnr"]
+    text = "\n".join(
+        [
+            f"**REDUCED** run: {doc['train_images']:,} training / {doc['test_images']:,} test "
+            "images of CIFAR-10 (JPEG q75; the first 200 / 50 per class), kymatio scattering "
+            f"J={doc['J']}, L=8 (10,416 coefficients), whitened PCA to {doc['dim']} dimensions "
+            f"fitted on {min(doc['fit_images'], doc['train_images'] or 0):,} training images, "
+            f"generator width {doc['width']} ({doc['params']:,} parameters), L1 loss, Adam 1e-3, "
+            f"{doc['epochs']} epochs; wall time {doc['wall_time_s'] / 60:.1f} min.",
+            "",
+            "| PSNR (dB), images in [0, 1] | train (eval mode, 512 images) | val (= test) | test |",
+            "|---|---|---|---|",
+            f"| scattering generator, CIFAR-10, REDUCED | {p['train_eval']:.1f} | {p['val']:.1f} | "
+            f"{p['test']:.1f} |",
+            "| published (Angles & Mallat 2018, Table 1; CelebA / LSUN 128 x 128, J = 4, 512 "
+            "dimensions, 65,536 training images) | not retrieved | - | not retrieved |",
+            "",
+            "CelebA and LSUN, the paper's data, are not reachable from this machine; the paper's "
+            "PSNR table could not be retrieved, so no published number is compared.",
+            "",
+            f"Figures: {', '.join(f'`{f}`' for f in figures)}.",
+            "",
+            f"Command: `{command}`",
+        ]
+    )
+    return doc, text + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/invertible_reconstruction"))
     ap.add_argument("--quickstart-run", type=Path, default=None)
     ap.add_argument("--params", action="store_true", help="only the parameter-count table")
     ap.add_argument("--cifar-run", type=Path, default=None, help="a cifar_irevnet run dir")
-    ap.add_argument("--command", default="", help="the command that made --cifar-run")
+    ap.add_argument("--generator-run", type=Path, default=None, help="a generator run dir")
+    ap.add_argument("--command", default="", help="the command that made the run")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.generator_run:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        doc, text = generator_run(args.generator_run, args.command, args.out)
+        args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+        args.out.with_suffix(".md").write_text(hardware() + "\n\n" + text)
+        print(text)
+        return
     if args.cifar_run:
         doc, text = cifar_run(args.cifar_run, args.command)
         args.out.parent.mkdir(parents=True, exist_ok=True)
