@@ -349,3 +349,65 @@ def test_p_spin_bad_input():
         SphericalPSpin(10_000, 3)
     with pytest.raises(ConfigError, match="ratio"):
         MarchenkoPastur(-1.0)
+
+
+# --- critical points of a small network (Pennington & Bahri's index law) --------------------
+
+
+def test_two_layer_regression_gradient_and_hessian_are_autograd_s():
+    from scatterlab.landscapes.critical import TwoLayerRegression
+
+    for decay in (0.0, 0.01):
+        m = TwoLayerRegression(d=3, n=4, k=2, m=7, seed=0, decay=decay)
+        th = m.random_points(3, torch.tensor([0.5, 1.0, 2.0]))
+        assert torch.allclose(m.gradients(th), m.gradients_autograd(th), atol=1e-13)
+        assert torch.allclose(m.hessians(th), m.hessians_autograd(th), atol=1e-13)
+        h0 = m.gauss_newton(th)
+        assert torch.linalg.eigvalsh(h0).min() > -1e-12  # H_0 = J^T J / m is PSD
+
+
+def test_index_of_the_origin_saddle_is_closed_form():
+    # theta = 0 except b_2 = mean(y): h = tanh(0) = 0 and W_2 = 0, so the gradient vanishes;
+    # the Hessian pairs each hidden unit's (W_1 row, b_1) with its W_2 column through the
+    # (d+1) x k matrix R = sum_i x~_i r_i^T / (sqrt(n) m): eigenvalues +-sigma(R), so each unit
+    # gives min(d+1, k) negative directions: index = n min(d+1, k) / P
+    from scatterlab.landscapes.critical import TwoLayerRegression, find_critical_points
+    from scatterlab.landscapes.critical import hessian_index as idx
+
+    m = TwoLayerRegression(d=3, n=4, k=2, m=9, seed=1)
+    th = torch.zeros(1, m.dim, dtype=torch.float64)
+    th[0, -m.k :] = m.y.mean(0)
+    assert float(m.gradients(th).norm()) < 1e-14
+    alpha, ev = idx(m.hessians(th))
+    assert m.dim == 26 and float(alpha) == pytest.approx(4 * 2 / 26)
+    r = find_critical_points(m, th, iters=3, tol=1e-12)
+    assert bool(r["converged"].all()) and int(r["iters"][0]) == 0  # already critical
+
+
+def test_newton_on_the_gradient_converges_to_saddles_and_minima():
+    from scatterlab.landscapes.critical import TwoLayerRegression, find_critical_points
+    from scatterlab.landscapes.critical import hessian_index as idx
+
+    m = TwoLayerRegression(d=2, n=3, k=1, m=40, seed=0, decay=0.01)
+    starts = m.random_points(48, torch.tensor([0.5, 1.0, 2.0, 3.0]), seed=3)
+    r = find_critical_points(m, starts, iters=80, tol=1e-10)
+    ok = r["converged"]
+    assert ok.double().mean() > 0.5, r["grad_norm"]
+    # really critical (autograd), and at least one saddle besides the minima
+    assert float(m.gradients_autograd(r["theta"][ok]).norm(dim=-1).max()) < 1e-9
+    alpha, _ = idx(m.hessians(r["theta"][ok]))
+    assert (alpha == 0).any() and (alpha > 0).any()
+    # the lowest critical point found is a minimum
+    assert float(alpha[r["loss"][ok].argmin()]) == 0
+
+
+def test_index_law_fit_recovers_a_known_power():
+    import numpy as np
+
+    from scatterlab.landscapes.critical import fit_index_law
+
+    eps = np.linspace(0.2, 1.0, 40)
+    alpha = 0.6 * np.clip((eps - 0.4) / 0.4, 0, None) ** 1.5
+    f = fit_index_law(eps, alpha)
+    assert f["k"] == pytest.approx(1.5, abs=1e-3) and f["eps_c"] == pytest.approx(0.4, abs=1e-3)
+    assert f["a_32"] == pytest.approx(0.6, rel=1e-3) and f["rmse_32"] < 1e-6

@@ -12,6 +12,7 @@ import torch
 from scatterlab.errors import ConfigError
 from scatterlab.modules.landscapes import (
     FreeProbabilityModule,
+    HessianIndexModule,
     HessianSpectrumModule,
     JacobianDensityModule,
     LossSurfaceDigitsModule,
@@ -127,3 +128,43 @@ def test_loss_surface_digits_module(tmp_path):
     assert (
         m["width=16/test_loss_mean"] < math.log(10) + 0.5
     )  # it learned something or is near chance
+
+
+def test_hessian_index_module(tmp_path):
+    mod = HessianIndexModule(
+        inputs=2,
+        hidden=3,
+        outputs=1,
+        samples=40,
+        trajectories=4,
+        gd_steps=200,
+        snapshots=4,
+        random_starts=16,
+        iters=60,
+        spectra=2,
+        output_dir=str(tmp_path),
+    )
+    m = _check(mod, tmp_path, "hessian_index")
+    assert m["converged"] >= 8 and m["distinct"] >= 4
+    assert m["fit/eps_c"] > 0 and m["fit/rmse"] >= 0 and 0.1 <= m["fit/k"] <= 5
+    with pytest.raises(ConfigError, match="snapshots"):
+        HessianIndexModule(gd_steps=3, snapshots=4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "word"),
+    [
+        (["experiment=spin_glass_complexity", "module.p=1"], "module.p"),  # p < 2
+        (["experiment=spin_glass_complexity", "module.sizes=[1]"], "module.sizes"),  # N < 2
+        (["experiment=rmt_free_probability", "module.ratios=[-1.0]"], "module.ratios"),
+        (["experiment=rmt_free_probability", "module.ratios=[0]"], "module.ratios"),
+        (["experiment=hessian_index", "module.hidden=0"], "module.hidden"),  # no hidden unit
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(overrides, word):
+    from tests.conftest import run_cli
+
+    proc = run_cli("train.py", *overrides, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(err) == 1 and word in err[0], err

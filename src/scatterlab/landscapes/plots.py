@@ -162,3 +162,38 @@ def loss_histograms(losses: dict, rows: list[dict], path: Path) -> Path:
     axes[1].set_ylabel("Pearson correlation, train vs test loss")
     axes[1].legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def index_law(result: dict, path: Path) -> Path:
+    """Index against loss of the critical points with the fitted laws, then the exact Hessian
+    spectrum at a few loss levels beside the free sum H0 + H1."""
+    sp = result["spectra"]
+    fig, axes = plt.subplots(1, 1 + len(sp), figsize=(4.6 * (1 + len(sp)), 3.6), squeeze=False)
+    ax = axes[0][0]
+    eps = np.asarray(result["points"]["loss"], float)
+    alpha = np.asarray(result["points"]["index"], float)
+    ax.scatter(eps, alpha, s=12, label="critical points")
+    fit = result.get("fit") or {}
+    if fit:
+        e = np.linspace(eps.min(), eps.max(), 300)
+        for a, ec, k, style, lab in (
+            (fit["a"], fit["eps_c"], fit["k"], "k-", f"fit: k = {fit['k']:.2f}"),
+            (fit["a_32"], fit["eps_c_32"], 1.5, "r--", "fit: k = 3/2"),
+        ):
+            ax.plot(e, a * np.clip((e - ec) / ec, 0, None) ** k, style, lw=1, label=lab)
+    ax.set_xlabel("loss eps at the critical point")
+    ax.set_ylabel("index alpha")
+    ax.set_title("index vs loss (Pennington & Bahri 2017)", fontsize=9)
+    ax.legend(fontsize=7)
+    for ax, s in zip(axes[0][1:], sp, strict=True):
+        ax.hist(np.asarray(s["eig"]), bins=40, density=True, alpha=0.4, label="exact eig")
+        ax.plot(np.asarray(s["grid"]), np.asarray(s["rho_free"]), lw=1.2, label="free sum H0 + H1")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-3, None)
+        ax.set_title(
+            f"loss {s['loss']:.3f}: index {s['index']:.3f} (free sum {s['index_free_sum']:.3f})",
+            fontsize=9,
+        )
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -3,9 +3,9 @@ published values, from a run directory.
 
     python -m scatterlab.landscapes.report KIND RUN_DIR --out results/landscapes_KIND
 
-KIND: rmt | jacobian | hessian | spin_glass | loss_surface. Writes OUT.md, OUT.json (metrics,
-env, tables; not the raw arrays) and copies the run's PNG plots to OUT.png (OUT_<suffix>.png
-if several).
+KIND: rmt | jacobian | hessian | spin_glass | loss_surface | index. Writes OUT.md, OUT.json
+(metrics, env, tables; not the raw arrays) and copies the run's PNG plots to OUT.png
+(OUT_<suffix>.png if several).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ NAMES = {
     "hessian": "hessian_spectrum",
     "spin_glass": "spin_glass",
     "loss_surface": "loss_surface_digits",
+    "index": "hessian_index",
 }
 
 
@@ -179,12 +180,56 @@ def _loss_surface(m: dict, res: dict) -> list[str]:
     return lines
 
 
+def _index(m: dict, res: dict) -> list[str]:
+    md = res["model"]
+    lines = [
+        f"One hidden tanh layer, linear outputs: d = {md['d']}, n = {md['n']}, k = {md['k']}, "
+        f"{m['params']} parameters, squared loss on m = {md['m']} random Gaussian inputs, "
+        + (
+            f"targets from a random teacher of the same shape + noise {md['noise']}"
+            if md.get("teacher")
+            else "random Gaussian targets"
+        )
+        + f", weight decay {md['decay']}. Newton / Levenberg-Marquardt on the gradient from "
+        f"{m['starts']} starts (gradient-descent snapshots and random points): "
+        f"{m['converged']} converged (|grad| < tol, {_f(100 * m['converged_fraction'], 3)} %; "
+        f"median {_f(m['iters_median_converged'], 3)} iterations; the others stalled at a "
+        f"median |grad| of {_f(m['grad_norm_median_unconverged'], 2)}), "
+        f"{m['distinct']} distinct critical points; solver {_f(m['solve_time_s'], 3)} s.",
+        "",
+    ]
+    if "fit/k" in m:
+        lines += [
+            "| fit alpha = a ((eps - eps_c) / eps_c)^k | a | eps_c | k | RMS residual |",
+            "|---|---|---|---|---|",
+            f"| k free | {_f(m['fit/a'], 3)} | {_f(m['fit/eps_c'])} | {_f(m['fit/k'], 3)} "
+            f"| {_f(m['fit/rmse'], 2)} |",
+            f"| k = 3/2 (Pennington & Bahri) | {_f(m['fit/a_32'], 3)} | {_f(m['fit/eps_c_32'])} "
+            f"| 1.5 | {_f(m['fit/rmse_32'], 2)} |",
+            f"| published prefactor | {_f(m['alpha0_published'], 3)} | | 1.5 | |",
+            "",
+        ]
+    if res.get("spectra"):
+        lines += [
+            "| loss eps | index (exact) | index below -1 % max|eig| | free sum H0 + H1 below "
+            "-1 % |",
+            "|---|---|---|---|",
+            *[
+                f"| {_f(s['loss'])} | {_f(s['index'], 3)} | {_f(s['index_below_1pct'], 3)} "
+                f"| {_f(s['index_free_sum'], 3)} |"
+                for s in res["spectra"]
+            ],
+        ]
+    return lines
+
+
 TABLES = {
     "rmt": _rmt,
     "jacobian": _jacobian,
     "hessian": _hessian,
     "spin_glass": _spin_glass,
     "loss_surface": _loss_surface,
+    "index": _index,
 }
 TITLES = {
     "rmt": "Random matrices and free probability: sampled vs closed forms and R/S-transforms",
@@ -193,6 +238,7 @@ TITLES = {
     "spin_glass": "Spherical 3-spin glass: descent energies, index, ABC complexity",
     "loss_surface": "Loss surfaces of one-hidden-layer ReLU nets on the digits (Choromanska "
     "Fig. 5)",
+    "index": "Index of critical points against their loss (Pennington & Bahri 2017), CPU scale",
 }
 
 
@@ -218,6 +264,7 @@ def _strip(x):
                 "energies",
                 "index",
                 "complexity",
+                "points",
             )
         }
     if isinstance(x, list):

@@ -637,6 +637,152 @@ class SpinGlassModule(TheoryModule):
             plots.spin_glass(self.results, path)
 
 
+class HessianIndexModule(TheoryModule):
+    """Critical points of a one-hidden-layer tanh regression (random Gaussian inputs; targets
+    from a random teacher of the same shape plus noise, or pure noise; squared loss, small
+    weight decay) at many loss levels, found by Newton /
+    Levenberg-Marquardt on the gradient (`scatterlab.landscapes.critical`) from points along
+    gradient-descent trajectories and from random points of several scales; their index
+    against their loss with Pennington & Bahri's law alpha = a |(eps - eps_c) / eps_c|^k fitted
+    (k free and k = 3/2), and the exact Hessian spectrum at a few loss levels beside the free
+    sum H_0 boxplus H_1 of its Gauss-Newton and residual parts.
+    """
+
+    def __init__(
+        self,
+        inputs: Annotated[int, Range(ge=1, le=32)] = 4,
+        hidden: Annotated[int, Range(ge=1, le=32)] = 8,
+        outputs: Annotated[int, Range(ge=1, le=8)] = 2,
+        samples: Annotated[int, Range(ge=2, le=2000)] = 200,
+        teacher: bool = True,
+        noise: Annotated[float, Range(ge=0, le=10)] = 0.1,
+        decay: Annotated[float, Range(ge=0, le=1)] = 0.01,
+        trajectories: Annotated[int, Range(ge=1, le=512)] = 32,
+        gd_steps: Annotated[int, Range(ge=1, le=20000)] = 1000,
+        gd_lr: Annotated[float, Range(gt=0, le=2)] = 0.5,
+        snapshots: Annotated[int, Range(ge=1, le=100)] = 8,
+        random_starts: Annotated[int, Range(ge=0, le=4096)] = 128,
+        scales: list[Annotated[float, Range(gt=0, le=10)]] = (0.5, 1.0, 2.0, 3.0),
+        iters: Annotated[int, Range(ge=1, le=2000)] = 60,
+        tol: Annotated[float, Range(gt=0, le=1e-2)] = 1e-9,
+        spectra: Annotated[int, Range(ge=0, le=6)] = 3,
+        seed: Seed = 0,
+        name: str = "hessian_index",
+        output_dir: str | None = None,
+        device: Device = "auto",
+    ) -> None:
+        super().__init__(name, output_dir, device)
+        self.d, self.n, self.k, self.m = int(inputs), int(hidden), int(outputs), int(samples)
+        self.decay, self.trajectories = float(decay), int(trajectories)
+        self.teacher, self.noise = bool(teacher), float(noise)
+        self.gd_steps, self.gd_lr, self.snapshots = int(gd_steps), float(gd_lr), int(snapshots)
+        self.random_starts, self.scales = int(random_starts), [float(x) for x in scales]
+        self.iters, self.tol, self.spectra, self.seed = (
+            int(iters),
+            float(tol),
+            int(spectra),
+            int(seed),
+        )
+        if not self.scales:
+            raise ConfigError("module.scales=[] is empty: give at least one scale of random starts")
+        if self.snapshots > self.gd_steps:
+            raise ConfigError(
+                f"module.snapshots={self.snapshots} > module.gd_steps={self.gd_steps}: "
+                "at most one start per descent step"
+            )
+
+    def compute(self) -> None:
+        from scatterlab.landscapes import critical as cr
+
+        model = cr.TwoLayerRegression(
+            self.d, self.n, self.k, self.m, self.seed, self.noise, self.decay, self.teacher
+        )
+        scales = torch.tensor(self.scales, dtype=torch.float64)
+        init = model.random_points(self.trajectories, torch.ones(1), self.seed + 1)
+        every = max(1, self.gd_steps // self.snapshots)
+        traj = model.descend(init, self.gd_lr, self.gd_steps, every).reshape(-1, model.dim)
+        starts = torch.cat([traj, model.random_points(self.random_starts, scales, self.seed + 2)])
+        t0 = time.perf_counter()
+        r = cr.find_critical_points(model, starts, self.iters, self.tol)
+        solve_s = time.perf_counter() - t0
+        ok = r["converged"]
+        theta, loss = r["theta"][ok], r["loss"][ok]
+        hess = model.hessians(theta) if len(theta) else torch.zeros(0, model.dim, model.dim)
+        alpha, eig = cr.hessian_index(hess)
+        # distinct critical points: the same (loss, index) reached from several starts is one
+        key = torch.stack([loss, alpha], 1)
+        _, first = np.unique(np.round(key.numpy(), 9), axis=0, return_index=True)
+        first = torch.as_tensor(np.sort(first))
+        m = {
+            "params": model.dim,
+            "starts": len(starts),
+            "converged": int(ok.sum()),
+            "converged_fraction": float(ok.double().mean()),
+            "distinct": len(first),
+            "solve_time_s": solve_s,
+            "grad_norm_median_unconverged": float(r["grad_norm"][~ok].median())
+            if bool((~ok).any())
+            else 0.0,
+            "iters_median_converged": float(r["iters"][ok].double().median()) if ok.any() else 0.0,
+            "alpha0_published": cr.ALPHA0,
+        }
+        fit = {}
+        if len(first) >= 4:
+            fit = cr.fit_index_law(loss[first].numpy(), alpha[first].numpy())
+            m.update({f"fit/{k}": v for k, v in fit.items()})
+        self.metrics.update(m)
+        spectra = []
+        if self.spectra and len(first):
+            levels = first[torch.argsort(loss[first])]
+            pick = levels[torch.linspace(0, len(levels) - 1, self.spectra).round().long().unique()]
+            h0 = model.gauss_newton(theta[pick]) + self.decay * torch.eye(model.dim)
+            for i, j in enumerate(pick.tolist()):
+                ev = eig[j]
+                ev0 = torch.linalg.eigvalsh(h0[i])
+                ev1 = torch.linalg.eigvalsh(hess[j] - h0[i])
+                scale = float(ev.abs().max())
+                grid = torch.linspace(
+                    float(ev.min()) - 0.05 * scale,
+                    float(ev.max()) + 0.05 * scale,
+                    800,
+                    dtype=torch.float64,
+                )
+                fs = FreeSum(Atoms(ev0), Atoms(ev1))
+                rho = fs.density(grid, 2 * float(grid[1] - grid[0]))
+                cdf = cdf_from_density(grid, rho)
+                neg = grid < -0.01 * scale
+                spectra.append(
+                    {
+                        "loss": float(loss[j]),
+                        "index": float(alpha[j]),
+                        "index_free_sum": float(cdf[neg][-1]) if bool(neg.any()) else 0.0,
+                        "index_below_1pct": float((ev < -0.01 * scale).double().mean()),
+                        "eig": ev,
+                        "grid": grid,
+                        "rho_free": rho,
+                    }
+                )
+        self.results = {
+            "model": {
+                "d": self.d,
+                "n": self.n,
+                "k": self.k,
+                "m": self.m,
+                "decay": self.decay,
+                "teacher": self.teacher,
+                "noise": self.noise,
+            },
+            "points": {"loss": loss[first], "index": alpha[first]},
+            "fit": fit,
+            "spectra": spectra,
+            **m,
+        }
+        if (path := self.plot_path("index")) is not None and len(first):
+            from scatterlab.landscapes.plots import index_law
+
+            index_law(self.results, path)
+
+
 # Choromanska et al. 2015, Table 1 (MNIST reduced to 10x10, n1 = 25 .. 500): Pearson correlation
 # of train and test loss over restarts; from the reference notes, unverified in the paper itself
 CHOROMANSKA_TABLE1 = {25: 0.7616, 50: 0.6861, 100: 0.5983, 250: 0.5302, 500: 0.4081}
