@@ -335,3 +335,19 @@ def test_cslc_module_reads_the_phi4_data_modules_fields(tmp_path):
     cfg = Phi4Config(size=8, beta=0.68, n_samples=16, n_chains=4, n_therm=10, seed=3)
     x = generate_phi4(cfg, tmp_path, progress=False)
     assert torch.equal(x[:8], dm.splits["train"]) and torch.equal(x[10:], dm.splits["test"])
+
+
+def test_cslc_module_writes_the_phi4_models_metric_names(tmp_path):
+    """The CSLC run's scores under the plain names that the phi4_models study reads (the same
+    as its cslc/ ones), with seconds per sample; tiny run (L = 8, J = 1)."""
+    from scatterlab.modules.multiscale import CSLCModule
+
+    mod = CSLCModule(
+        size=8, levels=1, n_train=8, n_test=8, n_samples=8, n_steps=10, n_therm=10,
+        n_val=2, n_chains=4, cache_dir=str(tmp_path), output_dir=None,
+    )  # fmt: skip
+    mod.compute()
+    m = mod.metrics
+    for k in ("spectrum_error", "hist_distance", "energy_per_site", "abs_m_mean", "abs_m_w1"):
+        assert m[k] == m[f"cslc/{k}"] and math.isfinite(m[k])
+    assert m["seconds_per_sample"] == pytest.approx(1 / m["samples_per_s"])
