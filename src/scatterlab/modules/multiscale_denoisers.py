@@ -249,3 +249,29 @@ def _examples(x: Tensor, model, kind: str, sigmas: list[float], path, data: str,
         a.set_axis_off()
     fig.suptitle(f"{data}: {kind} denoiser, receptive field {rf}")
     save_figure(fig, path)
+
+
+def wiener_table(sigmas: list[float], seed: int = 0) -> str:
+    """Markdown table of the global Wiener filter's PSNR on the study's two data sets (same
+    fields, split, scaling and noise draw as its jobs)."""
+    out = [
+        "| data | " + " | ".join(f"sigma={s:g}" for s in sigmas) + " |",
+        "|---|" + "---|" * len(sigmas),
+        "| noisy input | " + " | ".join(f"{dn.psnr(s * s):.2f}" for s in sigmas) + " |",
+    ]
+    for data, kw in (("phi4", {}), ("digits", {"n_train": 1500, "n_test": 297})):
+        train, test = LocalDenoisersModule(data=data, **kw).fields()
+        row = [dn.psnr(dn.wiener_mse(train, test, s, seed + 1)) for s in sigmas]
+        out.append(f"| {data}: Wiener filter | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # python -m scatterlab.modules.multiscale_denoisers [OUT.md]
+    import sys
+
+    text = wiener_table([0.25, 0.5, 1.0, 2.0])
+    print(text, end="")
+    if len(sys.argv) > 1:
+        from pathlib import Path
+
+        Path(sys.argv[1]).write_text(text)

@@ -331,3 +331,15 @@ def oracle_detail_mse(
     low, det = model.dwt.forward_level(b)
     est = model.denoise_details(j, det + sigma * torch.randn(det.shape, generator=g), low)
     return float((est - det).double().pow(2).sum() / (x.shape[0] * x[0].numel()))
+
+
+@torch.no_grad()
+def wiener_mse(train: Tensor, test: Tensor, sigma: float, seed: int = 1) -> float:
+    """Error per pixel of the global linear (Wiener) filter P(k) / (P(k) + sigma^2), P the
+    power spectrum of the training fields, on ``noisy_copy(test, sigma, seed)``: the best
+    translation-invariant linear denoiser (for a stationary field), a reference line."""
+    n = train.shape[-1] * train.shape[-2]
+    power = torch.fft.fft2(train.double()).abs().pow(2).mean(0) / n
+    y = noisy_copy(test, sigma, seed).double()
+    est = torch.fft.ifft2(torch.fft.fft2(y) * power / (power + sigma**2)).real
+    return float((est - test.double()).pow(2).mean())
