@@ -468,6 +468,15 @@ class LazyCNNModule(_ShallowModule):
     fitted over alpha >= fit_min_alpha. Data: the embedded scikit-learn digits (8x8), a
     random split of n_train + n_test images (at most 1797). channels: width of both
     convolutions.
+
+    network: "cnn" (the small ReLU CNN, `channels`) or "scattering" (the project's learned
+    scattering network, `scatterlab.models.LearnedScattering`, blocks of output widths
+    `widths` with L angles, modulus, complex P_j, skip; its standardizations and BatchNorm
+    frozen at theta_0's statistics of the training images, so that f is a per-image
+    function). Its linearisation goes through the double-vjp trick (its custom autograd
+    Functions have no forward mode; `lazy_cnn.LinearisedMap`), and its "activation pattern"
+    is the quadrant of the phase of every modulus input z (the signs of Re z and Im z),
+    the analogue of a ReLU's sign (`lazy_cnn.unchanged_phase_patterns`).
     """
 
     CONFIG_CHECKS = (
@@ -478,6 +487,9 @@ class LazyCNNModule(_ShallowModule):
         self,
         alphas: Annotated[list[Alpha], Range(ge=2)] = (0.01, 0.1, 1, 10, 100),
         channels: Annotated[int, Range(ge=1, le=128)] = 16,
+        network: Literal["cnn", "scattering"] = "cnn",
+        widths: Annotated[list[Annotated[int, Range(ge=1, le=128)]], Range(ge=1, le=4)] = (8, 16),
+        L: Annotated[int, Range(ge=1, le=8)] = 4,
         n_train: Annotated[int, Range(ge=10, le=1797)] = 500,
         n_test: Annotated[int, Range(ge=10, le=1797)] = 500,
         steps: Annotated[int, Range(ge=1, le=100_000)] = 300,
@@ -500,6 +512,9 @@ class LazyCNNModule(_ShallowModule):
                 f"module.n_train + module.n_test = {n_train + n_test}: the digits have 1797 "
                 "images, lower n_train or n_test"
             )
+        if network not in ("cnn", "scattering"):
+            raise ConfigError(f"module.network={network!r} is unknown: use cnn or scattering")
+        self.network, self.widths, self.L = network, [int(w) for w in widths], L
         self.channels, self.n_train, self.n_test, self.steps = channels, n_train, n_test, steps
         self.lr, self.lr_active, self.fit_min_alpha, self.seed = lr, lr_active, fit_min_alpha, seed
 
@@ -514,9 +529,23 @@ class LazyCNNModule(_ShallowModule):
             x, y, x_test, y_test = lc.load_digits_split(self.n_train, self.n_test, self.seed)
             y1 = torch.nn.functional.one_hot(y, 10).float()
             gen = torch.Generator().manual_seed(self.seed + 1)
-            p0 = lc.init_cnn(self.channels, 1, 8, 10, gen)
-            fn = lc.cnn_forward
+            if self.network == "cnn":
+                p0 = lc.init_cnn(self.channels, 1, 8, 10, gen)
+                fn = lc.cnn_forward
+
+                def patterns(p: lc.Params) -> float:
+                    return lc.unchanged_patterns(p, p0, x_test)
+            else:
+                # 8x8 digits: every other block subsamples, at most 4 blocks leave 2x2 maps
+                net, p0 = lc.init_scattering(self.widths, self.L, x, seed=self.seed + 1)
+                fn = lc.functional_forward(net)
+
+                def patterns(p: lc.Params) -> float:
+                    return lc.unchanged_phase_patterns(net, p, p0, x_test)
+
             t0 = time.perf_counter()
+            lam = lc.tangent_kernel_top(fn, p0, x, 20)
+            self.metric("tangent_kernel_top", lam)  # lr < 2 / it for stable GD
             lin = lc.linearised(fn, p0, x, y1, x_test, self.steps, self.lr)
             self.metric("linear_time_s", time.perf_counter() - t0)
             _finite(torch.tensor(lin["loss"][-1]), "the linearised model")
@@ -547,7 +576,7 @@ class LazyCNNModule(_ShallowModule):
                 rows["test_acc"].append(float((g.argmax(1) == y_test).double().mean()))
                 rows["train_loss"].append(losses[-1])
                 rows["relative_change"].append(lc.relative_change(p, p0))
-                rows["unchanged_patterns"].append(lc.unchanged_patterns(p, p0, x_test))
+                rows["unchanged_patterns"].append(patterns(p))
                 gap = (g - lin_test).norm() / lin_test.norm().clamp_min(1e-30)
                 rows["linear_gap"].append(float(gap))
                 agree = (g.argmax(1) == lin_test.argmax(1)).double().mean()
@@ -579,8 +608,21 @@ class LazyCNNModule(_ShallowModule):
         self.metric("test_acc/max_alpha", rows["test_acc"][-1])
         self.metric("max_alpha_time_s", max(rows["time_s"]))
         self.metric("cnn_params", float(lc.num_params(p0)))
+        if self.network == "cnn":
+            title = f"REDUCED: CNN ({self.channels} channels) on {self.n_train} digits 8x8"
+            pattern = "ReLU activation patterns"
+        else:
+            title = (
+                f"REDUCED: learned scattering (widths {self.widths}, L={self.L}) on "
+                f"{self.n_train} digits 8x8"
+            )
+            pattern = "phase quadrants of the modulus inputs"
         self.results = {
-            "title": f"REDUCED: CNN ({self.channels} channels) on {self.n_train} digits 8x8",
+            "title": title,
+            "network": self.network,
+            "pattern_label": pattern,
+            "linear_mode": lin["mode"],
+            "tangent_kernel_top": lam,
             "alphas": self.alphas,
             "linear_test_acc": lin_acc,
             "linear_train_loss": lin["loss"][-1],

@@ -171,6 +171,8 @@ def lazy_cnn(res: dict, path: Path) -> Path:
     unchanged ReLU patterns, and (log-log) weight movement and distance to the linearisation."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     alphas = np.asarray(res["alphas"], dtype=float)
+    # the scattering network's pattern is the quadrant of its modulus inputs' phases
+    pattern = res.get("pattern_label", "ReLU activation patterns")
     ax = axes[0]
     ax.semilogx(alphas, 100 * np.asarray(res["test_acc"]), "o-", ms=4, label="trained network")
     ax.axhline(100 * res["linear_test_acc"], color="C1", ls="--", label="linearised at init")
@@ -181,11 +183,11 @@ def lazy_cnn(res: dict, path: Path) -> Path:
     ax = axes[1]
     ax.semilogx(alphas, 100 * np.asarray(res["unchanged_patterns"]), "s-", ms=4, color="C2")
     ax.set_xlabel(r"output scale $\alpha$")
-    ax.set_ylabel("unchanged ReLU activation patterns (%)")
+    ax.set_ylabel(f"unchanged {pattern} (%)")
     ax = axes[2]
     for key, st, label in (
         ("relative_change", "o-", r"$|\theta - \theta_0| / |\theta_0|$"),
-        ("changed_patterns", "s-", "changed ReLU patterns"),
+        ("changed_patterns", "s-", f"changed {pattern}"),
         ("linear_gap", "^-", r"$|g_\alpha - g_{lin}| / |g_{lin}|$ (test)"),
     ):
         y = np.asarray(res[key], dtype=float)
