@@ -94,7 +94,12 @@ class LocalDenoisersModule(TheoryModule):
         batch: Annotated[int, Range(ge=2, le=1024)] = 16,
         lr: Annotated[float, Range(gt=0, le=1)] = 5e-3,
         sigma_max: Annotated[float, Range(gt=0, le=100)] = 2.0,
-        sigmas: list[Annotated[float, Range(gt=0, le=100)]] = (0.25, 0.5, 1.0, 2.0),
+        sigmas: Annotated[list[Annotated[float, Range(gt=0, le=100)]], Range(ge=1, le=32)] = (
+            0.25,
+            0.5,
+            1.0,
+            2.0,
+        ),
         seed: Seed = 0,
         cache_dir: str | None = None,
         num_threads: Annotated[int, Range(ge=1, le=64)] = 1,
