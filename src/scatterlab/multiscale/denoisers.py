@@ -2,13 +2,16 @@
 given the coarse field), after Kadkhodaie, Guth, Mallat & Simoncelli, ICLR 2023.
 
 ``LocalDenoiser``: the authors' BF_CNN_RF (LabForComputationalVision/
-local-probability-models-of-images, ``code/network.py``) at CPU size: ``depth`` bias-free
-periodic convolutions without down-sampling, (rf - 1) / 2 of them 3 x 3 (the first, the last
-and evenly spread ones) and the others 1 x 1, ReLUs and bias-free batch normalisation (divide
-by the batch standard deviation, multiply by a learned gain: no mean, no bias) in between. So
-every receptive field has the same depth, an output value depends on exactly the rf x rf input
-window around it (``rf_window``), and the network is homogeneous, f(a y) = a f(y) for a > 0
-(in eval mode). It predicts the noise (the residual): x_hat = y - f(y), blind to sigma.
+local-probability-models-of-images, ``code/network.py``) at CPU size: max(depth, (rf - 1) / 2)
+bias-free periodic convolutions without down-sampling, (rf - 1) / 2 of them 3 x 3 (the first,
+the last and evenly spread ones) and the others 1 x 1, with ReLUs and bias-free batch
+normalisation (divide by the batch standard deviation, multiply by a learned gain: no mean, no
+bias) in between. Unlike the authors' plain stack (64 channels wide) the hidden layers are
+residual, which a narrow network needs to train in a few hundred steps; the last layer starts
+at zero (the denoiser starts as the identity). So every receptive field has the same depth, an
+output value depends on exactly the rf x rf input window around it (``rf_window``), and the
+network is homogeneous, f(a y) = a f(y) for a > 0 (in eval mode). It predicts the noise (the
+residual): x_hat = y - f(y), blind to sigma.
 
 * flat: input the noisy field y = x + sigma z (1 channel, L x L).
 * conditional, scale j: input the noisy details ybar_j = xbar_j + sigma z (3 channels) and the
@@ -171,15 +174,15 @@ def train_net(
     cosine-decayed to 0. ``make_pair()`` gives (noisy input, noise, sigma) batches.
 
     The loss weighs a noise level by sigma^2, so in a few hundred steps the small levels are
-    learnt least (a relative loss, abs(f(y) - n)^2 / sigma^2 on log-uniform levels, was tried
-    and learnt nothing at sigma >= 1 in 300 steps)."""
+    learnt least (a relative loss, abs(f(y) - n)^2 / sigma^2 on log-uniform levels, tried on
+    phi^4 with 8 channels, reached 1.4 dB at sigma = 1 in 300 steps, the plain one 5.4)."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / max(steps, 1)))
     )
     net.train()
     for _ in range(steps):
-        inp, noise, sig = make_pair()
+        inp, noise, _ = make_pair()
         loss = (net(inp) - noise).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -210,7 +213,7 @@ def train_flat(
     g = torch.Generator().manual_seed(seed)
     net = LocalDenoiser(rf, 1, 1, width, depth)
 
-    def pair() -> tuple[Tensor, Tensor]:
+    def pair() -> tuple[Tensor, Tensor, Tensor]:
         b = _batch(x, batch, g, augment)
         sig = _sigmas(batch, sigma_max, g)
         noise = sig * torch.randn(b.shape, generator=g)
@@ -268,7 +271,7 @@ def train_multiscale(
         g = torch.Generator().manual_seed(seed + j)
         net = LocalDenoiser(rf, 4, 3, width, depth)
 
-        def pair(j: int = j, g: torch.Generator = g) -> tuple[Tensor, Tensor]:
+        def pair(j: int = j, g: torch.Generator = g) -> tuple[Tensor, Tensor, Tensor]:
             b = _batch(x, batch, g, augment)
             for _ in range(j - 1):
                 b = dwt.forward_level(b)[0]
@@ -282,7 +285,7 @@ def train_multiscale(
     g = torch.Generator().manual_seed(seed)
     low_net = LocalDenoiser(low_rf, 1, 1, width, depth)
 
-    def pair_low() -> tuple[Tensor, Tensor]:
+    def pair_low() -> tuple[Tensor, Tensor, Tensor]:
         b = dwt(_batch(x, batch, g, augment))[0]
         sig = _sigmas(batch, sigma_max, g)
         noise = sig * torch.randn(b.shape, generator=g)
