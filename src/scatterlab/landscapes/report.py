@@ -195,7 +195,8 @@ def _index(m: dict, res: dict) -> list[str]:
         f"{m['converged']} converged (|grad| < tol, {_f(100 * m['converged_fraction'], 3)} %; "
         f"median {_f(m['iters_median_converged'], 3)} iterations; the others stalled at a "
         f"median |grad| of {_f(m['grad_norm_median_unconverged'], 2)}), "
-        f"{m['distinct']} distinct critical points; solver {_f(m['solve_time_s'], 3)} s.",
+        f"{m['distinct']} distinct critical points; solver {_f(m['solve_time_s'], 3)} s. "
+        "eps: the data loss at the critical point (the decay term left out).",
         "",
     ]
     if "fit/k" in m:

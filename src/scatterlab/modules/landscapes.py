@@ -706,7 +706,9 @@ class HessianIndexModule(TheoryModule):
         r = cr.find_critical_points(model, starts, self.iters, self.tol)
         solve_s = time.perf_counter() - t0
         ok = r["converged"]
-        theta, loss = r["theta"][ok], r["loss"][ok]
+        theta = r["theta"][ok]
+        # eps of the index law: the data loss, without the (decay / 2) |theta|^2 term
+        loss = r["loss"][ok] - 0.5 * self.decay * (theta**2).sum(-1)
         hess = model.hessians(theta) if len(theta) else torch.zeros(0, model.dim, model.dim)
         alpha, eig = cr.hessian_index(hess)
         # distinct critical points: the same (loss, index) reached from several starts is one
