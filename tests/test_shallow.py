@@ -490,3 +490,42 @@ def test_cli_teacher_wider_than_the_student_is_one_line_error():
     assert bad.returncode == 2
     lines = [ln for ln in (bad.stderr + bad.stdout).splitlines() if "module.m0" in ln]
     assert len(lines) == 1 and "add a student width >= module.m0" in lines[0]
+
+
+def _jpeg_folders(root, per_class: int = 3, classes: int = 10) -> None:
+    """A CIFAR-10-like JPEG tree root/{train,test}/<class>/*.jpg of random 32x32 images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                im = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(im).save(d / f"{i}.jpg", quality=95)
+
+
+def test_cnn_panel_reads_a_cifar_jpeg_subset_and_keeps_its_step_stable(tmp_path):
+    _jpeg_folders(tmp_path / "cifar")
+    x, y, xt, yt = lc.load_cifar_split(str(tmp_path / "cifar"), 20, 10, seed=0)
+    assert x.shape == (20, 3, 32, 32) and xt.shape == (10, 3, 32, 32)
+    assert set(y.tolist()) <= set(range(10)) and len(yt) == 10
+    assert abs(float(x.mean())) < 1.0  # normalised per channel, not raw [0, 1] pixels
+    mod = modules.LazyCNNModule(
+        alphas=[1, 10], channels=4, n_train=20, n_test=10, steps=5,
+        data_root=str(tmp_path / "cifar"), output_dir=str(tmp_path),
+    )  # fmt: skip
+    mod.on_test_epoch_end()
+    m = mod.final_metrics()
+    assert m["lr"] * m["tangent_kernel_top"] <= 1.8 + 1e-9  # the step scaled to the data's kernel
+    assert all(math.isfinite(v) for v in m.values())
+
+
+def test_cnn_panel_without_the_cifar_folders_is_one_line_error(tmp_path):
+    bad = run_cli(
+        "train.py", "experiment=lazy_training_cnn", f"module.data_root={tmp_path}", check=False
+    )
+    assert bad.returncode == 2
+    lines = [ln for ln in (bad.stderr + bad.stdout).splitlines() if "data_root" in ln]
+    assert len(lines) == 1 and "tar xJf cifar10-jpeg.tar.xz" in lines[0]

@@ -466,7 +466,9 @@ class LazyCNNModule(_ShallowModule):
     patterns on the test images, the distance |g_alpha - g_lin| / |g_lin| to the linearised
     model's test outputs and the agreement of their predicted classes; slopes against alpha
     fitted over alpha >= fit_min_alpha. Data: the embedded scikit-learn digits (8x8), a
-    random split of n_train + n_test images (at most 1797). channels: width of both
+    random split of n_train + n_test images (at most 1797), or, with data_root set, a
+    random CIFAR-10 subset (32x32 RGB) read from JPEG folders (data_root/train/<class>/,
+    data_root/test/<class>/: `tar xJf cifar10-jpeg.tar.xz -C DIR`). channels: width of both
     convolutions.
 
     network: "cnn" (the small ReLU CNN, `channels`) or "scattering" (the project's learned
@@ -480,7 +482,10 @@ class LazyCNNModule(_ShallowModule):
     """
 
     CONFIG_CHECKS = (
-        ("n_train + n_test <= 1797", "the digits have 1797 images: lower n_train or n_test"),
+        (
+            "data_root is not None or n_train + n_test <= 1797",
+            "the digits have 1797 images: lower n_train or n_test",
+        ),
     )
 
     def __init__(
@@ -490,8 +495,9 @@ class LazyCNNModule(_ShallowModule):
         network: Literal["cnn", "scattering"] = "cnn",
         widths: Annotated[list[Annotated[int, Range(ge=1, le=128)]], Range(ge=1, le=4)] = (8, 16),
         L: Annotated[int, Range(ge=1, le=8)] = 4,
-        n_train: Annotated[int, Range(ge=10, le=1797)] = 500,
-        n_test: Annotated[int, Range(ge=10, le=1797)] = 500,
+        n_train: Annotated[int, Range(ge=10, le=50_000)] = 500,
+        n_test: Annotated[int, Range(ge=10, le=10_000)] = 500,
+        data_root: str | None = None,
         steps: Annotated[int, Range(ge=1, le=100_000)] = 300,
         lr: Annotated[float, Range(gt=0, le=10)] = 0.1,
         lr_active: Annotated[float, Range(gt=0, le=100)] = 2.0,
@@ -507,7 +513,7 @@ class LazyCNNModule(_ShallowModule):
                 f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
                 "the slopes; add larger alphas or lower it"
             )
-        if n_train + n_test > 1797:
+        if data_root is None and n_train + n_test > 1797:
             raise ConfigError(
                 f"module.n_train + module.n_test = {n_train + n_test}: the digits have 1797 "
                 "images, lower n_train or n_test"
@@ -516,6 +522,7 @@ class LazyCNNModule(_ShallowModule):
             raise ConfigError(f"module.network={network!r} is unknown: use cnn or scattering")
         self.network, self.widths, self.L = network, [int(w) for w in widths], L
         self.channels, self.n_train, self.n_test, self.steps = channels, n_train, n_test, steps
+        self.data_root = data_root
         self.lr, self.lr_active, self.fit_min_alpha, self.seed = lr, lr_active, fit_min_alpha, seed
 
     def compute(self) -> None:
@@ -526,18 +533,24 @@ class LazyCNNModule(_ShallowModule):
         # the test stage runs in inference mode: training needs autograd back (and tensors
         # made outside inference mode)
         with torch.inference_mode(False), torch.enable_grad(), _threads(1):
-            x, y, x_test, y_test = lc.load_digits_split(self.n_train, self.n_test, self.seed)
+            if self.data_root is None:
+                x, y, x_test, y_test = lc.load_digits_split(self.n_train, self.n_test, self.seed)
+            else:
+                x, y, x_test, y_test = lc.load_cifar_split(
+                    self.data_root, self.n_train, self.n_test, self.seed
+                )
+            c_in, size = x.shape[1], x.shape[-1]
             y1 = torch.nn.functional.one_hot(y, 10).float()
             gen = torch.Generator().manual_seed(self.seed + 1)
             if self.network == "cnn":
-                p0 = lc.init_cnn(self.channels, 1, 8, 10, gen)
+                p0 = lc.init_cnn(self.channels, c_in, size, 10, gen)
                 fn = lc.cnn_forward
 
                 def patterns(p: lc.Params) -> float:
                     return lc.unchanged_patterns(p, p0, x_test)
             else:
                 # 8x8 digits: every other block subsamples, at most 4 blocks leave 2x2 maps
-                net, p0 = lc.init_scattering(self.widths, self.L, x, seed=self.seed + 1)
+                net, p0 = lc.init_scattering(self.widths, self.L, x, c_in, size, seed=self.seed + 1)
                 fn = lc.functional_forward(net)
 
                 def patterns(p: lc.Params) -> float:
@@ -546,7 +559,12 @@ class LazyCNNModule(_ShallowModule):
             t0 = time.perf_counter()
             lam = lc.tangent_kernel_top(fn, p0, x, 20)
             self.metric("tangent_kernel_top", lam)  # lr < 2 / it for stable GD
-            lin = lc.linearised(fn, p0, x, y1, x_test, self.steps, self.lr)
+            # both steps scaled down together when lr would not be stable for this data
+            # (CIFAR's kernel is ~20x the digits'); 1 on the digits and the scattering net
+            shrink = min(1.0, 1.8 / (lam * self.lr))
+            lr, lr_active = self.lr * shrink, self.lr_active * shrink
+            self.metric("lr", lr)
+            lin = lc.linearised(fn, p0, x, y1, x_test, self.steps, lr)
             self.metric("linear_time_s", time.perf_counter() - t0)
             _finite(torch.tensor(lin["loss"][-1]), "the linearised model")
             lin_test = lin["test"]
@@ -567,9 +585,7 @@ class LazyCNNModule(_ShallowModule):
             }
             for alpha in tqdm(self.alphas, desc="alpha"):
                 t0 = time.perf_counter()
-                p, losses = lc.train_scaled(
-                    fn, p0, x, y1, alpha, self.steps, self.lr, self.lr_active
-                )
+                p, losses = lc.train_scaled(fn, p0, x, y1, alpha, self.steps, lr, lr_active)
                 _finite(torch.tensor(losses[-1]), f"training at alpha={alpha:g}")
                 with torch.no_grad():
                     g = alpha * (fn(p, x_test) - f0_test)
@@ -581,7 +597,7 @@ class LazyCNNModule(_ShallowModule):
                 rows["linear_gap"].append(float(gap))
                 agree = (g.argmax(1) == lin_test.argmax(1)).double().mean()
                 rows["linear_agreement"].append(float(agree))
-                rows["step"].append(lc.step_size(alpha, self.lr, self.lr_active))
+                rows["step"].append(lc.step_size(alpha, lr, lr_active))
                 rows["time_s"].append(time.perf_counter() - t0)
         rows["changed_patterns"] = [1 - u for u in rows["unchanged_patterns"]]
         alphas = np.asarray(self.alphas)
@@ -608,13 +624,14 @@ class LazyCNNModule(_ShallowModule):
         self.metric("test_acc/max_alpha", rows["test_acc"][-1])
         self.metric("max_alpha_time_s", max(rows["time_s"]))
         self.metric("cnn_params", float(lc.num_params(p0)))
+        data = "digits 8x8" if self.data_root is None else "CIFAR-10 (JPEG q75) images 32x32"
         if self.network == "cnn":
-            title = f"REDUCED: CNN ({self.channels} channels) on {self.n_train} digits 8x8"
+            title = f"REDUCED: CNN ({self.channels} channels) on {self.n_train} {data}"
             pattern = "ReLU activation patterns"
         else:
             title = (
                 f"REDUCED: learned scattering (widths {self.widths}, L={self.L}) on "
-                f"{self.n_train} digits 8x8"
+                f"{self.n_train} {data}"
             )
             pattern = "phase quadrants of the modulus inputs"
         self.results = {

@@ -25,12 +25,14 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from scatterlab.errors import DataError
+
 Params = dict[str, Tensor]
-Dataset = Literal["digits", "cifar10"]
 
 
 def load_digits_split(n_train: int, n_test: int, seed: int = 0) -> tuple[Tensor, ...]:
@@ -52,20 +54,38 @@ def load_digits_split(n_train: int, n_test: int, seed: int = 0) -> tuple[Tensor,
 
 
 def load_cifar_split(root: str, n_train: int, n_test: int, seed: int = 0) -> tuple[Tensor, ...]:
-    """A CIFAR-10 subset (torchvision layout under root, no download): n_train random training
-    and n_test random test images, normalised per channel. Optional data: only used when
-    asked for (module.dataset=cifar10)."""
-    from torchvision.datasets import CIFAR10
+    """A CIFAR-10 subset from JPEG folders (root/train/<class>/*.jpg, root/test/<class>/*.jpg:
+    the layout of `tar xJf cifar10-jpeg.tar.xz -C root`, no download): n_train random training
+    and n_test random test images, decoded alone (not the 60,000), normalised per channel.
+    Optional data: only read when module.data_root is set."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from scatterlab.data.datasets import _list_images
 
     out = []
     gen = torch.Generator().manual_seed(seed)
     mean = torch.tensor([0.491, 0.482, 0.447])[:, None, None]
     std = torch.tensor([0.247, 0.243, 0.262])[:, None, None]
-    for train, n in ((True, n_train), (False, n_test)):
-        ds = CIFAR10(root, train=train, download=False)
-        idx = torch.randperm(len(ds.targets), generator=gen)[:n]
-        x = torch.as_tensor(ds.data[idx.numpy()]).permute(0, 3, 1, 2).float() / 255
-        out += [(x - mean) / std, torch.as_tensor(ds.targets)[idx].long()]
+    for split, n in (("train", n_train), ("test", n_test)):
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise DataError(
+                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
+                "cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR) or drop "
+                "data_root to use the embedded digits"
+            )
+        files, labels, _ = _list_images(folder)
+        if n > len(files):
+            raise DataError(f"{folder} has {len(files)} images: lower module.n_{split}")
+        idx = torch.randperm(len(files), generator=gen)[:n].tolist()
+        imgs = []
+        for i in idx:
+            with Image.open(files[i]) as im:
+                imgs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()))
+        x = torch.stack(imgs).permute(0, 3, 1, 2).float() / 255
+        out += [(x - mean) / std, torch.tensor([labels[i] for i in idx])]
     return tuple(out)
 
 
