@@ -20,8 +20,9 @@ def main() -> None:
     ap.add_argument("--p", type=int, default=3)
     ap.add_argument("--restarts", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     sg = SphericalPSpin(a.n, a.p, 0, torch.float32)
     build = time.perf_counter() - t0
