@@ -218,18 +218,25 @@ def markdown(rows: list[dict], quick: dict | None) -> str:
 PUBLISHED_CIFAR = 0.945  # jhjacobsen/pytorch-i-revnet README, the full recipe (unverified)
 
 
-def cifar_run(run: Path, command: str) -> tuple[dict, str]:
-    """The summary of a (reduced) `cifar_irevnet` run: accuracy beside the published ~94.5%,
-    the reconstruction error before and after training, the sizes and the wall time."""
+def _run_files(run: Path) -> tuple[dict, dict, dict[str, int | None]]:
+    """A run dir's metrics, its Hydra config and the image counts of its data folders."""
     import yaml
 
     m = json.loads((run / "metrics.json").read_text())
     cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
-    model, data = cfg["model"], cfg["data"]
     n = {}
     for split in ("train", "test"):
-        folder = Path(data.get("root", "")) / split
+        folder = Path(cfg["data"].get("root", "")) / split
         n[split] = sum(1 for _ in folder.glob("*/*")) if folder.is_dir() else None
+    return m, cfg, n
+
+
+def cifar_run(run: Path, command: str) -> tuple[dict, str]:
+    """The summary of a (reduced) `cifar_irevnet` run: accuracy beside the published ~94.5%,
+    the reconstruction error before and after training, the sizes and the wall time."""
+
+    m, cfg, n = _run_files(run)
+    model, data = cfg["model"], cfg["data"]
     doc = {
         "command": command,
         "label": "REDUCED",
@@ -281,15 +288,8 @@ def generator_run(run: Path, command: str, out: Path) -> tuple[dict, str]:
     time; its three figures copied beside `out` as <out>_{reconstructions,...}.png."""
     import shutil
 
-    import yaml
-
-    m = json.loads((run / "metrics.json").read_text())
-    cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    m, cfg, n = _run_files(run)
     mod, data = cfg["module"], cfg["data"]
-    n = {}
-    for split in ("train", "test"):
-        folder = Path(data.get("root", "")) / split
-        n[split] = sum(1 for _ in folder.glob("*/*")) if folder.is_dir() else None
     figures = []
     for tag in ("reconstructions", "interpolations", "samples"):
         src = run / f"{mod.get('name', 'scattering_generator')}_{tag}.png"

@@ -366,12 +366,7 @@ class LazyTrainingModule(_ShallowModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__(name, output_dir, "cpu")
-        self.alphas = sorted(set(float(a) for a in _nonempty(alphas, "alphas")))
-        if sum(a >= fit_min_alpha for a in self.alphas) < 2:
-            raise ConfigError(
-                f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
-                "the slopes; add larger alphas or lower it"
-            )
+        self.alphas = _fit_alphas(alphas, fit_min_alpha)
         if symmetric and m % 2:
             raise ConfigError(f"module.m={m} must be even with module.symmetric=true")
         self.activations = _nonempty(activations, "activations")
@@ -507,12 +502,7 @@ class LazyCNNModule(_ShallowModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__(name, output_dir, "cpu")
-        self.alphas = sorted(set(float(a) for a in _nonempty(alphas, "alphas")))
-        if sum(a >= fit_min_alpha for a in self.alphas) < 2:
-            raise ConfigError(
-                f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
-                "the slopes; add larger alphas or lower it"
-            )
+        self.alphas = _fit_alphas(alphas, fit_min_alpha)
         if data_root is None and n_train + n_test > 1797:
             raise ConfigError(
                 f"module.n_train + module.n_test = {n_train + n_test}: the digits have 1797 "
@@ -649,6 +639,17 @@ class LazyCNNModule(_ShallowModule):
         }
         if (path := self.plot_path("panel")) is not None:
             plots.lazy_cnn(self.results, path)
+
+
+def _fit_alphas(alphas: list[float] | tuple[float, ...], fit_min_alpha: float) -> list[float]:
+    """The sorted distinct alphas, at least two of them >= fit_min_alpha (the slope fits)."""
+    out = sorted(set(float(a) for a in _nonempty(alphas, "alphas")))
+    if sum(a >= fit_min_alpha for a in out) < 2:
+        raise ConfigError(
+            f"module.fit_min_alpha={fit_min_alpha}: fewer than two alphas >= it to fit "
+            "the slopes; add larger alphas or lower it"
+        )
+    return out
 
 
 @contextmanager
