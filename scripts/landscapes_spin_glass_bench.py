@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--low-precision", action="store_true", help="bfloat16 contractions")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -28,7 +29,8 @@ def main() -> None:
     build = time.perf_counter() - t0
     s = sg.random_points(a.restarts, 1)
     t0 = time.perf_counter()
-    sg.descend(s, 0.1, a.steps, tol=0.0, momentum=0.8)
+    low = a.steps if a.low_precision else 0
+    sg.descend(s, 0.1, a.steps, tol=0.0, momentum=0.8, low_precision_steps=low)
     step = (time.perf_counter() - t0) / a.steps
     flops = 2 * a.n**a.p * a.restarts  # the contraction J . sigma^(p-1) per step
     print(

@@ -517,8 +517,10 @@ class SpinGlassModule(TheoryModule):
     """Spherical pure p-spin glass: projected gradient descent from many random starts for
     several N, energies per site against -E_0 and -E_inf, Riemannian Hessian index of the
     points found, and the complexity curves Theta_p, Theta_{k,p} (Choromanska et al. 2015's
-    spin-glass panel; Auffinger, Ben Arous & Cerny 2013); saddle_*: critical points of index
-    k in saddle_ks at N = saddle_size, by eigenvector following."""
+    spin-glass panel; Auffinger, Ben Arous & Cerny 2013); low_precision_steps: the first
+    descent steps with bfloat16 contractions (N = 400 in minutes; the last steps and the
+    energies in float32); saddle_*: critical points of index k in saddle_ks at N =
+    saddle_size, by eigenvector following."""
 
     def __init__(
         self,
@@ -534,6 +536,7 @@ class SpinGlassModule(TheoryModule):
         saddle_ks: list[Annotated[int, Range(ge=0, le=20)]] = (1, 2, 3),
         saddle_restarts: Annotated[int, Range(ge=1, le=1000)] = 30,
         saddle_steps: Annotated[int, Range(ge=1, le=20000)] = 1000,
+        low_precision_steps: Annotated[int, Range(ge=0, le=20000)] = 0,
         seed: Seed = 0,
         name: str = "spin_glass",
         output_dir: str | None = None,
@@ -555,7 +558,7 @@ class SpinGlassModule(TheoryModule):
             int(index_points),
             int(max_k),
         )
-        self.seed = int(seed)
+        self.seed, self.low_precision_steps = int(seed), int(low_precision_steps)
         self.saddle_size, self.saddle_ks = int(saddle_size), [int(k) for k in saddle_ks]
         self.saddle_restarts, self.saddle_steps = int(saddle_restarts), int(saddle_steps)
         if any(k > self.saddle_size - 1 for k in self.saddle_ks):
@@ -585,6 +588,7 @@ class SpinGlassModule(TheoryModule):
                 self.steps,
                 momentum=self.momentum,
                 progress=True,
+                low_precision_steps=self.low_precision_steps,
             )
             dt = time.perf_counter() - t0
             e = r["energy"].double()
