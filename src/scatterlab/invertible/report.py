@@ -29,60 +29,41 @@ from scatterlab.invertible import IRevNet
 from scatterlab.invertible.reconstruction import hardware, reconstruction_errors
 from scatterlab.models import count_parameters
 
-CONFIGS = {
-    "quickstart_irevnet": dict(
-        num_classes=10,
-        in_channels=1,
-        input_size=8,
-        blocks=[2, 2, 2],
-        strides=[1, 2, 2],
-        channels=[8, 32, 128],
-    ),
-    "cifar_irevnet": dict(
-        num_classes=10,
-        in_channels=3,
-        input_size=32,
-        blocks=[18, 18, 18],
-        strides=[1, 2, 2],
-        channels=[16, 64, 256],
-        dropout=0.1,
-    ),
-    "imagenet_irevnet": dict(
-        num_classes=1000,
-        in_channels=3,
-        input_size=224,
-        blocks=[6, 16, 72, 6],
-        strides=[2, 2, 2, 2],
-        channels=[24, 96, 384, 1536],
-        init_ds=2,
-    ),
-}
-IMAGENET_INJECTIVE = dict(
-    CONFIGS["imagenet_irevnet"],
-    strides=[1, 2, 2, 2],
-    channels=[64, 256, 1024, 4096],
-    init_ds=4,
-    kernels=[1, 3, 1],
-)
-# the parameter-count table: (name, constructor arguments, published count, its source)
+
+def experiment_model(name: str, *overrides: str) -> dict:
+    """The IRevNet arguments of experiment `name` as its config composes them (no copy of the
+    architectures here, so the counts are those of the runnable experiments)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scatterlab.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        cfg = compose("train", overrides=[f"experiment={name}", *overrides])
+    kw = OmegaConf.to_container(cfg.model, resolve=True)
+    kw.pop("_target_")
+    return kw
+
+
+# the parameter-count table: (name, (experiment, overrides...), published count, its source)
 PARAM_ROWS = [
-    ("cifar_irevnet", CONFIGS["cifar_irevnet"], None, "none published (README: ~94.5% accuracy)"),
+    ("cifar_irevnet", ("cifar_irevnet",), None, "none published (README: ~94.5% accuracy)"),
     (
         "imagenet_irevnet",
-        CONFIGS["imagenet_irevnet"],
+        ("imagenet_irevnet",),
         None,
         "none for the released 3x3 code (the paper's 29M is for 1x1-3x3-1x1 kernels: next row)",
     ),
     (
         "imagenet_irevnet model.kernels=[1,3,1]",
-        dict(CONFIGS["imagenet_irevnet"], kernels=[1, 3, 1]),
+        ("imagenet_irevnet", "model.kernels=[1,3,1]"),
         29_000_000,
         "i-RevNet (b), paper's Table 1: 29M (quoted in jhjacobsen/pytorch-i-revnet issue #19; "
         "the author: the paper's models were TensorFlow ones)",
     ),
     (
         "imagenet_irevnet_injective",
-        IMAGENET_INJECTIVE,
+        ("imagenet_irevnet_injective",),
         181_000_000,
         "i-RevNet (a), paper's Table 1: 181M (unverified; its layout is not published)",
     ),
@@ -97,9 +78,9 @@ PUBLISHED = {
 def param_counts() -> list[dict]:
     """Parameter counts of the configurations (built on the meta device: no memory)."""
     rows = []
-    for name, kw, published, source in PARAM_ROWS:
+    for name, experiment, published, source in PARAM_ROWS:
         with torch.device("meta"):
-            net = IRevNet(**kw)
+            net = IRevNet(**experiment_model(*experiment))
         n = count_parameters(net)
         rows.append(
             {
@@ -147,7 +128,7 @@ def randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
 
 
 def measure(name: str, batch: int = 4, size: int | None = None) -> dict:
-    kw = CONFIGS[name]
+    kw = experiment_model(name)
     torch.manual_seed(0)
     net = IRevNet(**kw)
     size = size or kw["input_size"]
@@ -171,7 +152,7 @@ def trained(run: Path, n: int = 64) -> dict:
     from scatterlab.data.datasets import DigitsDataModule
 
     ckpt = torch.load(next((run / "checkpoints").glob("last.ckpt")), weights_only=False)
-    net = IRevNet(**CONFIGS["quickstart_irevnet"])
+    net = IRevNet(**experiment_model("quickstart_irevnet"))
     net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     dm = DigitsDataModule(seed=42)
     dm.setup("fit")
