@@ -79,6 +79,39 @@ def test_phi4_hessian_closed_form_vs_autograd_and_finite_differences(mass2):
     assert torch.allclose(h @ v.reshape(-1), fd.reshape(-1), atol=1e-6)
 
 
+def test_family_hessian_is_the_autograd_hessian_of_the_fitted_energy():
+    """The CSLC ansatz's closed-form Hessian equals autograd of ``phi4_family_energy`` for
+    arbitrary couplings (the renormalised energies' ansatz)."""
+    from scatterlab.multiscale.cslc import phi4_family_energy
+    from scatterlab.multiscale.hessian import family_hessian
+
+    torch.manual_seed(2)
+    x = torch.randn(5, 5, dtype=torch.float64)
+    theta = torch.tensor([0.35, -0.7, 0.13], dtype=torch.float64)
+    auto = torch.autograd.functional.hessian(
+        lambda v: phi4_family_energy(v.reshape(1, 5, 5), theta)[0][0], x.reshape(-1)
+    )
+    assert torch.allclose(family_hessian(x[None], theta)[0], auto, atol=1e-10)
+
+
+def test_cascade_hessians_at_the_finest_scale_are_phi4s():
+    """With phi^4's own couplings at scale 1 the cascade's Hessians are the exact ones of
+    ``phi4_min_eigenvalues``; the coarsest has no conditional; large fields are skipped."""
+    from scatterlab.multiscale.hessian import cascade_min_eigenvalues
+
+    torch.manual_seed(3)
+    x = torch.randn(3, 8, 8, dtype=torch.float64)
+    thetas = [(0.1, -0.2, 0.01), (0.4, -0.7, 0.1), (0.68, -2.0, 1.0)]  # coarsest, j=2, j=1
+    out = cascade_min_eigenvalues(x, thetas, "haar")
+    exact = phi4_min_eigenvalues(x, 0.68, ["haar"])
+    assert torch.allclose(out[2]["unconditional"], exact["unconditional"], atol=1e-10)
+    assert torch.allclose(out[2]["conditional"], exact["conditional/haar"], atol=1e-10)
+    assert out[0]["conditional"] is None and out[0]["unconditional"].shape == (3,)
+    assert out[1]["conditional"].shape == (3,)
+    skipped = cascade_min_eigenvalues(x, thetas, "haar", max_sites=16)
+    assert skipped[2]["unconditional"] is None and skipped[1]["unconditional"] is not None
+
+
 def test_neg_laplacian_spectrum():
     ev = torch.linalg.eigvalsh(neg_laplacian(6))
     k = 2 * torch.pi * torch.arange(6, dtype=torch.float64) / 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from scatterlab.errors import ConfigError
 from scatterlab.multiscale import denoisers as dn
@@ -103,6 +104,8 @@ def test_experiment_runs_and_reports_its_receptive_field(tmp_path):
         "module.n_train=64",
         "module.n_test=16",
         "module.sigmas=[0.5,1]",
+        "module.n_samples=3",
+        "module.sample_max_steps=20",
         "logger=csv",
         f"hydra.run.dir={tmp_path}",
         timeout=300,
@@ -114,6 +117,10 @@ def test_experiment_runs_and_reports_its_receptive_field(tmp_path):
     assert abs(sum(m[f"mse/sigma=1/{b}"] for b in ("low", "j=1")) - m["mse/sigma=1/total"]) < 1e-6
     assert (tmp_path / "local_denoisers.json").exists()
     assert (tmp_path / "local_denoisers_examples.png").exists()
+    assert (tmp_path / "local_denoisers_samples.png").exists()
+    for k in ("spectrum_error", "histogram", "spectrum_error_floor", "histogram_floor"):
+        assert 0 <= m[f"sample/{k}"] < float("inf"), k
+    assert 0 < m["sample/steps/low"] <= 20 and 0 < m["sample/steps/j=1"] <= 20
 
 
 @pytest.mark.parametrize(
@@ -122,6 +129,8 @@ def test_experiment_runs_and_reports_its_receptive_field(tmp_path):
         ("module.rf=8", "rf"),
         ("module.wavelet=nope", "wavelet"),
         ("module.size=20", "levels"),  # 20 is not divisible by 2^3 (levels=3)
+        ("module.data=cifar_grey", "data_root"),  # optional data, never downloaded
+        ("module.sigma_min=3", "sigma_min"),  # above sigma_max = 2
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(override, word):
@@ -130,3 +139,84 @@ def test_bad_input_is_one_line_and_exit_2(override, word):
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(err) == 1 and word in err[0], err
+
+
+def _gaussian_denoiser(var: Tensor, mean: float = 0.0):
+    """The blind MMSE denoiser of N(mean, diag(var)): sigma^2 estimated from the input's
+    energy (mean abs(y - mean)^2 = mean(var) + sigma^2 in high dimension), then the Wiener
+    gain."""
+
+    def denoise(y: Tensor) -> Tensor:
+        s2 = ((y - mean).pow(2).flatten(1).mean(1) - var.mean()).clamp_min(1e-8).view(-1, 1)
+        return mean + (y - mean) * var / (var + s2)
+
+    return denoise
+
+
+def test_stochastic_ascent_samples_the_prior_of_an_exact_denoiser(one_thread):
+    """With the exact (blind) denoiser of an isotropic Gaussian prior the ascent's output has
+    the prior's mean and variance; with two groups of coordinates of variances 1 and 0.1 it
+    keeps their ratio roughly (the algorithm assumes white residual noise, which a
+    Wiener gain that differs per group breaks: measured 0.13 instead of 0.1)."""
+    g = torch.Generator().manual_seed(0)
+    iso = torch.full((4096,), 0.25, dtype=torch.float64)
+    y0 = 0.5 + 2.0 * torch.randn(16, 4096, generator=g, dtype=torch.float64)
+    x, steps, sigma = dn.stochastic_ascent(_gaussian_denoiser(iso, 0.5), y0, generator=g)
+    assert (sigma < 0.01).all() and (steps < 1000).all()  # every field reached sigma_end
+    assert abs(x.mean().item() - 0.5) < 0.01  # 65,536 values: sampling error 0.002
+    assert abs(x.var().item() / 0.25 - 1) < 0.03, x.var().item()  # measured 0.99
+    # no ascent (the initial noise denoised once) would give var^2 / (var + 4) = 0.015
+    var = torch.cat([torch.ones(2048), torch.full((2048,), 0.1)]).double()
+    y0 = 2.0 * torch.randn(16, 4096, generator=g, dtype=torch.float64)
+    x, _, _ = dn.stochastic_ascent(_gaussian_denoiser(var), y0, h0=0.02, generator=g)
+    v_hi, v_lo = x[:, :2048].var().item(), x[:, 2048:].var().item()
+    assert abs(v_hi - 1.0) < 0.06, v_hi
+    assert 0.08 < v_lo / v_hi < 0.16, (v_hi, v_lo)
+
+
+def test_stochastic_ascent_stops_when_the_residual_grows(one_thread):
+    """A denoiser that amplifies (y -> 1.1 y) makes the residual grow: the field stops at
+    twice its smallest noise estimate instead of diverging for max_steps."""
+    y0 = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    x, steps, sigma = dn.stochastic_ascent(lambda y: 1.1 * y, y0, max_steps=1000)
+    assert (steps < 100).all(), steps
+    assert torch.isfinite(x).all() and x.abs().max() < 1e3
+
+
+def test_data_sets_have_their_own_sizes_and_a_coarsest_field_of_8(one_thread):
+    from scatterlab.modules.multiscale_denoisers import LocalDenoisersModule
+
+    phi4 = LocalDenoisersModule(data="phi4")
+    digits = LocalDenoisersModule(data="digits")
+    assert (phi4.size, phi4.levels, phi4.n_train, phi4.n_test) == (64, 3, 384, 128)
+    assert (digits.size, digits.levels, digits.n_train, digits.n_test) == (32, 2, 1500, 297)
+    assert LocalDenoisersModule(data="digits", size=16).levels == 1
+
+
+def test_cifar_grey_fields_read_from_image_folders(tmp_path):
+    """Grey levels (PIL's L: 0.299 R + 0.587 G + 0.114 B) of the images under data_root, train
+    images first, in [0, 1]; a missing split is one DataError line."""
+    import numpy as np
+    from PIL import Image
+
+    from scatterlab.errors import DataError
+    from scatterlab.modules.multiscale_denoisers import cifar_grey_fields
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(a).save(tmp_path / split / c / f"{i}.png")
+    x = cifar_grey_fields(str(tmp_path), 5, 4)
+    assert x.shape == (9, 1, 32, 32) and x.min() >= 0 and x.max() <= 1
+    grey = [
+        np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255
+        for f in sorted((tmp_path / "train").rglob("*.png"))
+    ]
+    assert any(np.allclose(x[0, 0].numpy(), gr) for gr in grey)  # a training image, in grey
+    with pytest.raises(DataError, match="n_train"):
+        cifar_grey_fields(str(tmp_path), 50, 4)
+    with pytest.raises(DataError, match="no train"):
+        cifar_grey_fields(str(tmp_path / "train"), 2, 2)

@@ -259,6 +259,28 @@ def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
+def read_image_subset(
+    folder: Path, n: int, generator: torch.Generator, mode: str = "RGB"
+) -> tuple[Tensor, Tensor]:
+    """n random images of an ImageFolder split (folder/<class>/*.jpg), decoded alone (not the
+    whole split) in PIL ``mode`` ("RGB" or "L"): (uint8 (n, C, H, W), labels (n,)). For the
+    small subsets of theory modules; DataError (one line) when the folder is not there."""
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of <class>/ image folders")
+    files, labels, _ = _list_images(folder)
+    if n > len(files):
+        raise DataError(f"{folder} has {len(files)} images, {n} asked for: ask for fewer")
+    idx = torch.randperm(len(files), generator=generator)[:n].tolist()
+    imgs = []
+    for i in idx:
+        with Image.open(files[i]) as im:
+            a = np.asarray(im.convert(mode)).copy()
+        imgs.append(torch.from_numpy(a if a.ndim == 3 else a[..., None]))
+    return torch.stack(imgs).permute(0, 3, 1, 2), torch.tensor([labels[i] for i in idx])
+
+
 class ImageNetDataModule(ImageDataModule):
     """ImageNet in ImageFolder layout (root/train/<wnid>/, root/val/<wnid>/), streamed.
 

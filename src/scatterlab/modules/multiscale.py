@@ -333,7 +333,8 @@ class CSLCModule(_ThreadedTheory):
     ``n_val``, ``n_chains``, ``n_therm`` and ``seed`` are its own (same simulation, same cache,
     train = the first n_train, test = after n_train + n_val): a row of the ``phi4_models``
     study. The sample scores also go to metrics.json under the WSGM / WPH runs' plain names
-    (spectrum_error, ..., seconds_per_sample).
+    (spectrum_error, ..., seconds_per_sample). hessian_fields: the fitted energies' smallest
+    Hessian eigenvalues per scale on that many training fields (``fitted_hessians``; 0: none).
     """
 
     def __init__(
@@ -352,6 +353,7 @@ class CSLCModule(_ThreadedTheory):
         num_threads: Annotated[int, Range(ge=1, le=64)] = 1,
         n_val: Annotated[int, Range(ge=0, le=4096)] = 0,
         n_chains: Annotated[int, Range(ge=1, le=4096)] | None = None,
+        hessian_fields: Annotated[int, Range(ge=0, le=512)] = 16,
         name: str = "phi4_cslc",
         output_dir: str | None = None,
         device: str = "cpu",
@@ -366,6 +368,32 @@ class CSLCModule(_ThreadedTheory):
         self.n_steps, self.n_therm, self.seed = int(n_steps), int(n_therm), int(seed)
         self.cache_dir, self.num_threads = cache_dir, int(num_threads)
         self.n_val, self.n_chains = int(n_val), n_chains
+        self.hessian_fields = int(hessian_fields)
+
+    def fitted_hessians(self, train: torch.Tensor, fits: list[dict]) -> dict[str, dict]:
+        """Smallest Hessian eigenvalues of the fitted energies at every scale on the first
+        ``hessian_fields`` training fields (``hessian.cascade_min_eigenvalues``): whether the
+        fitted ansatz for the renormalised energies is conditionally log-concave where it is
+        not log-concave. Also in metrics.json (hessian/<scale>/<kind>/{min,median,positive})."""
+        from scatterlab.multiscale.hessian import cascade_min_eigenvalues
+
+        if not self.hessian_fields:
+            return {}
+        names = ["coarsest"] + [f"scale{j}" for j in range(self.levels, 0, -1)]
+        eigs = cascade_min_eigenvalues(
+            train[: self.hessian_fields, 0], [f["theta"] for f in fits], self.wavelet
+        )
+        out = {}
+        for nm, e in zip(names, eigs, strict=True):
+            out[nm] = {}
+            for kind, v in e.items():
+                if v is None:
+                    continue
+                out[nm][kind] = v.tolist()
+                self.metrics[f"hessian/{nm}/{kind}/min"] = float(v.min())
+                self.metrics[f"hessian/{nm}/{kind}/median"] = float(v.median())
+                self.metrics[f"hessian/{nm}/{kind}/positive"] = float((v > 0).double().mean())
+        return out
 
     def compute(self) -> None:
         from scatterlab.multiscale.cslc import fit_cascade, sample_cascade
@@ -385,6 +413,7 @@ class CSLCModule(_ThreadedTheory):
         x = generate_phi4(cfg, self.cache_dir, device="cpu", progress=False)
         train, test = x[: self.n_train], x[self.n_train + self.n_val :]
         fits = fit_cascade(train[:, 0], self.levels, self.wavelet)
+        hessians = self.fitted_hessians(train, fits)
         t0 = time.perf_counter()
         samples, rates = sample_cascade(
             fits, self.size, self.n_samples, self.n_steps, self.wavelet, self.seed, True
@@ -418,6 +447,7 @@ class CSLCModule(_ThreadedTheory):
             "acceptance": rates,
             "scores": scores,
             "sample_seconds": sample_s,
+            "hessians": hessians,
         }
         if (path := self.plot_path("samples")) is not None:
             torch.save(samples, path.with_name("samples.pt"))

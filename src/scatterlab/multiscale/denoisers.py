@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -191,9 +192,16 @@ def train_net(
     return net.eval()
 
 
-def _sigmas(batch: int, sigma_max: float, g: torch.Generator) -> Tensor:
-    """One noise level per field, uniform on [0, sigma_max] (the authors': 0 to 255)."""
-    return sigma_max * torch.rand(batch, 1, 1, 1, generator=g)
+def _sigmas(batch: int, sigma_max: float, g: torch.Generator, sigma_min: float = 0.0) -> Tensor:
+    """One noise level per field, uniform on [0, sigma_max] (the authors': 0 to 255); with
+    sigma_min > 0, every other field log-uniform on [sigma_min, sigma_max] instead, so that the
+    small levels a sampler ends on are trained too (the plain loss weighs a level by sigma^2)."""
+    sig = sigma_max * torch.rand(batch, 1, 1, 1, generator=g)
+    if sigma_min > 0:
+        lo, hi = math.log(sigma_min), math.log(sigma_max)
+        log_u = torch.exp(lo + (hi - lo) * torch.rand(batch, 1, 1, 1, generator=g))
+        sig = torch.where((torch.arange(batch) % 2 == 1).view(-1, 1, 1, 1), log_u, sig)
+    return sig
 
 
 def train_flat(
@@ -207,6 +215,7 @@ def train_flat(
     lr: float = 2e-3,
     seed: int = 0,
     augment: bool = True,
+    sigma_min: float = 0.0,
 ) -> LocalDenoiser:
     """A flat denoiser of the fields x (N, 1, L, L), one noise level per field (``_sigmas``)."""
     torch.manual_seed(seed)
@@ -215,7 +224,7 @@ def train_flat(
 
     def pair() -> tuple[Tensor, Tensor, Tensor]:
         b = _batch(x, batch, g, augment)
-        sig = _sigmas(batch, sigma_max, g)
+        sig = _sigmas(batch, sigma_max, g, sigma_min)
         noise = sig * torch.randn(b.shape, generator=g)
         return b + noise, noise, sig
 
@@ -258,6 +267,7 @@ def train_multiscale(
     wavelet: str = "haar",
     low_rf: int | None = None,
     augment: bool = True,
+    sigma_min: float = 0.0,
 ) -> MultiscaleDenoiser:
     """The conditional networks (receptive field rf, trained on the clean coarse field) and the
     coarsest low-pass network (receptive field ``low_rf``, default: the whole coarse field)."""
@@ -276,7 +286,7 @@ def train_multiscale(
             for _ in range(j - 1):
                 b = dwt.forward_level(b)[0]
             low, det = dwt.forward_level(b)
-            sig = _sigmas(batch, sigma_max, g)
+            sig = _sigmas(batch, sigma_max, g, sigma_min)
             noise = sig * torch.randn(det.shape, generator=g)
             return torch.cat([det + noise, low], 1), noise, sig
 
@@ -287,7 +297,7 @@ def train_multiscale(
 
     def pair_low() -> tuple[Tensor, Tensor, Tensor]:
         b = dwt(_batch(x, batch, g, augment))[0]
-        sig = _sigmas(batch, sigma_max, g)
+        sig = _sigmas(batch, sigma_max, g, sigma_min)
         noise = sig * torch.randn(b.shape, generator=g)
         return b + noise, noise, sig
 
@@ -346,3 +356,91 @@ def wiener_mse(train: Tensor, test: Tensor, sigma: float, seed: int = 1) -> floa
     y = noisy_copy(test, sigma, seed).double()
     est = torch.fft.ifft2(torch.fft.fft2(y) * power / (power + sigma**2)).real
     return float((est - test.double()).pow(2).mean())
+
+
+@torch.no_grad()
+def stochastic_ascent(
+    denoise: Callable[[Tensor], Tensor],
+    y0: Tensor,
+    h0: float = 0.01,
+    beta: float = 0.5,
+    sigma_end: float = 0.01,
+    max_steps: int = 1000,
+    generator: torch.Generator | None = None,
+    grow: float = 2.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample the prior implicit in a blind denoiser: Kadkhodaie & Simoncelli (NeurIPS 2021),
+    Algorithm 1 (stochastic coarse-to-fine gradient ascent), each field of the batch on its
+    own noise estimate.
+
+    With d = denoise(y) - y (proportional to sigma^2 grad log p_sigma(y)) and
+    sigma_t = abs(d) / sqrt(n): y <- y + h_t d + gamma_t z, h_t = h0 t / (1 + h0 (t - 1)),
+    gamma_t^2 = ((1 - beta h_t)^2 - (1 - h_t)^2) sigma_t^2, so the effective noise shrinks by
+    a factor (1 - beta h_t) per step (beta = 1: no injected noise). A field stops once
+    sigma_t < sigma_end, after max_steps, or once sigma_t has grown to ``grow`` times its
+    smallest value: a denoiser trained briefly amplifies some directions once the noise is
+    below what it can remove (its floor), and the ascent then diverges geometrically.
+    Returns (denoise(y) of the last iterate, steps taken per field, last sigma_t per field).
+    """
+    y = y0.clone()
+    n = y[0].numel()
+    active = torch.ones(y.shape[0], dtype=torch.bool)
+    steps = torch.zeros(y.shape[0], dtype=torch.long)
+    sigma = torch.full((y.shape[0],), float("inf"))
+    lowest = sigma.clone()
+    view = (-1,) + (1,) * (y.dim() - 1)
+    for t in range(1, max_steps + 1):
+        h = h0 * t / (1 + h0 * (t - 1))
+        d = denoise(y) - y
+        sigma = torch.where(active, d.flatten(1).norm(dim=1) / math.sqrt(n), sigma)
+        lowest = torch.minimum(lowest, sigma)
+        active &= (sigma >= sigma_end) & (sigma < grow * lowest)
+        if not active.any():
+            break
+        gamma = math.sqrt(max((1 - beta * h) ** 2 - (1 - h) ** 2, 0.0)) * sigma
+        z = torch.randn(y.shape, generator=generator, dtype=y.dtype)
+        step = h * d + gamma.view(view) * z
+        y = y + torch.where(active.view(view), step, torch.zeros_like(step))
+        steps += active.long()
+    return denoise(y), steps, sigma
+
+
+def flat_sampler(net: LocalDenoiser) -> Callable[[Tensor], Tensor]:
+    """The blind denoiser y -> y - f(y) of a flat network, for ``stochastic_ascent``."""
+    return lambda y: y - net(y)
+
+
+@torch.no_grad()
+def sample_multiscale(
+    model: MultiscaleDenoiser,
+    n: int,
+    size: int,
+    low_mean: float = 0.0,
+    sigma0: float = 1.0,
+    generator: torch.Generator | None = None,
+    **ascent,
+) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+    """n fields (n, 1, size, size) drawn coarse to fine (Kadkhodaie, Guth, Mallat & Simoncelli
+    2023, Algorithm 1): the coarsest low-pass x_J by ``stochastic_ascent`` with the low-pass
+    network from low_mean + sigma0 z, then for j = J .. 1 the details xbar_j by the same
+    ascent with the conditional network given the generated x_j (from sigma0 z), and
+    x_{j-1} = W^T (x_j, xbar_j). ``ascent``: h0, beta, sigma_end, max_steps.
+    Returns the fields and {"low", "j=J", .., "j=1"}: (steps taken, last sigma_t) per field."""
+    levels = len(model.nets)
+    check_size(size, levels)
+    m = size >> levels
+    y0 = low_mean + sigma0 * torch.randn(n, 1, m, m, generator=generator)
+    x, steps, sig = stochastic_ascent(flat_sampler(model.low), y0, generator=generator, **ascent)
+    taken = {"low": (steps, sig)}
+    for j in range(levels, 0, -1):
+        coarse = x
+        y0 = sigma0 * torch.randn(n, 3, *coarse.shape[-2:], generator=generator)
+        det, steps, sig = stochastic_ascent(
+            lambda y, j=j, c=coarse: model.denoise_details(j, y, c),
+            y0,
+            generator=generator,
+            **ascent,
+        )
+        taken[f"j={j}"] = (steps, sig)
+        x = model.dwt.inverse_level(coarse, det)
+    return x, taken

@@ -20,6 +20,8 @@ the (j-1)-level low-pass (a Schur complement of K).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -38,13 +40,20 @@ def neg_laplacian(size: int, dtype: torch.dtype = torch.float64) -> Tensor:
     return out
 
 
-def phi4_hessian(x: Tensor, beta: float, mass2: float | None = None) -> Tensor:
-    """Closed-form Hessian of ``phi4_energy``. x: (B, L, L) -> (B, L^2, L^2), float64."""
+def family_hessian(x: Tensor, theta: Sequence[float]) -> Tensor:
+    """Closed-form Hessian of the phi^4-family energy (``cslc.phi4_family_energy``)
+    E = theta_kin/2 sum_edges (dx)^2 + theta_2 sum x^2 + theta_4 sum x^4:
+    theta_kin (-Delta) + diag(2 theta_2 + 12 theta_4 x^2). x: (B, L, L) -> (B, L^2, L^2)."""
+    kin, quad, quart = (float(t) for t in theta)
     size = x.shape[-1]
     x = x.reshape(-1, size * size).double()
-    lap = beta * neg_laplacian(size)
-    vpp = 2 * mass2 * torch.ones_like(x) if mass2 is not None else 12 * x.pow(2) - 4
-    return lap + torch.diag_embed(vpp)
+    return kin * neg_laplacian(size) + torch.diag_embed(2 * quad + 12 * quart * x.pow(2))
+
+
+def phi4_hessian(x: Tensor, beta: float, mass2: float | None = None) -> Tensor:
+    """Closed-form Hessian of ``phi4_energy``. x: (B, L, L) -> (B, L^2, L^2), float64."""
+    # (x^2 - 1)^2 = x^4 - 2 x^2 + 1; the mass term is the family without the quartic
+    return family_hessian(x, (beta, -2.0, 1.0) if mass2 is None else (beta, mass2, 0.0))
 
 
 def phi4_hessian_autograd(x: Tensor, beta: float, mass2: float | None = None) -> Tensor:
@@ -106,6 +115,31 @@ def phi4_min_eigenvalues(
     out = {"unconditional": min_eigenvalue(hess)}
     for w in wavelets:
         out[f"conditional/{w}"] = min_eigenvalue(conditional_block(hess, w))
+    return out
+
+
+def cascade_min_eigenvalues(
+    x: Tensor, thetas: list[Sequence[float]], wavelet: str, max_sites: int = 1024
+) -> list[dict[str, Tensor | None]]:
+    """Smallest Hessian eigenvalues of a fitted CSLC cascade's energies (``cslc.fit_cascade``:
+    [coarsest, scale J, ..., scale 1]) on data fields x (B, L, L): for scale j the ansatz for
+    the renormalised energy of x_{j-1} (its "unconditional" Hessian) and its conditional
+    E(xbar_j | x_j) (the detail block, "conditional"); for the coarsest the energy of x_J.
+    Fields of more than ``max_sites`` sites are skipped (None: a dense eigensolve).
+    Returns per scale {"unconditional": (B,) or None, "conditional": (B,) or None}."""
+    from scatterlab.wsgm.dwt import DWT2d
+
+    levels = len(thetas) - 1
+    lows = DWT2d(wavelet, levels).lowpass_pyramid(x.double()[:, None])  # [x_0, .., x_J]
+    out = []
+    for k, theta in enumerate(thetas):
+        field = lows[levels if k == 0 else levels - k][:, 0]  # x_J, then x_{j-1}, j = J..1
+        if field[0].numel() > max_sites:
+            out.append({"unconditional": None, "conditional": None})
+            continue
+        hess = family_hessian(field, theta)
+        cond = None if k == 0 else min_eigenvalue(conditional_block(hess, wavelet))
+        out.append({"unconditional": min_eigenvalue(hess), "conditional": cond})
     return out
 
 

@@ -25,7 +25,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,9 +59,7 @@ def load_cifar_split(root: str, n_train: int, n_test: int, seed: int = 0) -> tup
     Optional data: only read when module.data_root is set."""
     from pathlib import Path
 
-    from PIL import Image
-
-    from scatterlab.data.datasets import _list_images
+    from scatterlab.data.datasets import read_image_subset
 
     out = []
     gen = torch.Generator().manual_seed(seed)
@@ -76,16 +73,11 @@ def load_cifar_split(root: str, n_train: int, n_test: int, seed: int = 0) -> tup
                 "cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR) or drop "
                 "data_root to use the embedded digits"
             )
-        files, labels, _ = _list_images(folder)
-        if n > len(files):
-            raise DataError(f"{folder} has {len(files)} images: lower module.n_{split}")
-        idx = torch.randperm(len(files), generator=gen)[:n].tolist()
-        imgs = []
-        for i in idx:
-            with Image.open(files[i]) as im:
-                imgs.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()))
-        x = torch.stack(imgs).permute(0, 3, 1, 2).float() / 255
-        out += [(x - mean) / std, torch.tensor([labels[i] for i in idx])]
+        try:
+            x, labels = read_image_subset(folder, n, gen)
+        except DataError as exc:
+            raise DataError(f"{exc} (module.n_{split})") from None
+        out += [(x.float() / 255 - mean) / std, labels]
     return tuple(out)
 
 
