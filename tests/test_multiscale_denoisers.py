@@ -174,6 +174,35 @@ def test_stochastic_ascent_samples_the_prior_of_an_exact_denoiser(one_thread):
     assert 0.08 < v_lo / v_hi < 0.16, (v_hi, v_lo)
 
 
+def test_ancestral_sampler_with_a_noise_level_aware_denoiser_samples_the_prior(one_thread):
+    """The ancestral steps with the exact (non-blind) denoiser of N(0, diag(var)) keep both
+    groups' variances (1 and 0.1) where the blind ascent bends their ratio."""
+    var = torch.cat([torch.ones(2048), torch.full((2048,), 0.1)]).double()
+    g = torch.Generator().manual_seed(0)
+    y0 = (var + 4).sqrt() * torch.randn(16, 4096, generator=g, dtype=torch.float64)
+    sigmas = dn.geometric_sigmas(2.0, 0.01, 200)
+    assert len(sigmas) == 201 and abs(sigmas[-1] - 0.01) < 1e-12
+    x, steps, last = dn.ancestral(lambda y, s: y * var / (var + s**2), y0, sigmas, g)
+    assert (steps == 200).all() and torch.allclose(last, torch.full((16,), 0.01))
+    v_hi, v_lo = x[:, :2048].var().item(), x[:, 2048:].var().item()
+    assert abs(v_hi - 1.0) < 0.05, v_hi  # 32,768 values: sampling error about 1%
+    assert abs(v_lo / 0.1 - 1) < 0.05, v_lo
+
+
+def test_noise_level_input_keeps_the_window_and_joint_homogeneity(one_thread):
+    torch.manual_seed(0)
+    net = dn.LocalDenoiser(9, 4, 3, width=6, depth=6, noise_input=True).double()
+    assert dn.measured_rf(net, 4, 13) == 9  # a constant channel does not widen the window
+    torch.nn.init.normal_(net.last.weight)
+    net.eval()
+    y = torch.randn(2, 4, 12, 12, dtype=torch.float64)
+    sig = torch.tensor([0.3, 1.5], dtype=torch.float64)
+    torch.testing.assert_close(net(2.5 * y, 2.5 * sig), 2.5 * net(y, sig), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(net(y, sig), net(y, 2 * sig))  # it does use the level
+    with pytest.raises(ValueError, match="noise level"):
+        net(y)
+
+
 def test_stochastic_ascent_stops_when_the_residual_grows(one_thread):
     """A denoiser that amplifies (y -> 1.1 y) makes the residual grow: the field stops at
     twice its smallest noise estimate instead of diverging for max_steps."""

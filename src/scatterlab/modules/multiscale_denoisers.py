@@ -92,10 +92,14 @@ class LocalDenoisersModule(TheoryModule):
     width, depth: the network (max(depth, (rf - 1) / 2) convolutions, (rf - 1) / 2 of them
     3 x 3); steps, batch, lr: Adam per network; sigma_max: training noise levels uniform on
     [0, sigma_max] (with sigma_min > 0 every other one log-uniform on [sigma_min, sigma_max]);
-    sigmas: the evaluation noise levels (one fixed noise draw).
+    sigmas: the evaluation noise levels (one fixed noise draw). noise_input: the networks also
+    get the noise level as a constant input channel (non-blind; still homogeneous in (y, sigma)
+    jointly, and the receptive field is unchanged); blind (the authors') by default.
     n_samples: fields drawn from the prior implicit in the denoiser (0: none) by
     stochastic coarse-to-fine ascent (``denoisers.stochastic_ascent``: sample_h0, sample_beta,
-    sample_sigma_end, sample_max_steps), coarse to fine for kind=conditional
+    sample_sigma_end, sample_max_steps), or, with noise_input, by ancestral sampling on
+    sample_steps geometric levels from sigma_max to sample_sigma_end
+    (``denoisers.ancestral``), coarse to fine for kind=conditional
     (``denoisers.sample_multiscale``), scored against the held-out fields (``sample/*``).
     """
 
@@ -152,6 +156,8 @@ class LocalDenoisersModule(TheoryModule):
         sample_beta: Annotated[float, Range(gt=0, le=1)] = 0.5,
         sample_sigma_end: Annotated[float, Range(gt=0, le=10)] = 0.01,
         sample_max_steps: Annotated[int, Range(ge=1, le=100000)] = 1000,
+        sample_steps: Annotated[int, Range(ge=1, le=100000)] = 200,
+        noise_input: bool = False,
         seed: Seed = 0,
         cache_dir: str | None = None,
         num_threads: Annotated[int, Range(ge=1, le=64)] = 1,
@@ -197,10 +203,12 @@ class LocalDenoisersModule(TheoryModule):
         self.seed, self.cache_dir, self.num_threads = int(seed), cache_dir, int(num_threads)
         self.data_root = data_root
         self.n_samples = int(n_samples)
-        self.ascent = dict(
+        self.noise_input = bool(noise_input)
+        self.sampler = dict(
+            sigma_end=float(sample_sigma_end),
+            steps=int(sample_steps),
             h0=float(sample_h0),
             beta=float(sample_beta),
-            sigma_end=float(sample_sigma_end),
             max_steps=int(sample_max_steps),
         )
         self.rms = 1.0  # the scale of the fields (set by ``fields``)
@@ -248,6 +256,7 @@ class LocalDenoisersModule(TheoryModule):
             batch=self.batch,
             sigma_max=self.sigma_max,
             sigma_min=self.sigma_min,
+            noise_input=self.noise_input,
             width=self.width,
             depth=self.depth,
             lr=self.lr,
@@ -284,7 +293,7 @@ class LocalDenoisersModule(TheoryModule):
         with torch.no_grad():
             for s in self.sigmas:
                 y = dn.noisy_copy(test, s, seed=self.seed + 1)
-                est = y - model(y) if self.kind == "flat" else model(y)
+                est = y - model(y, s) if self.kind == "flat" else model(y, s)
                 bands = dn.band_errors(est, test, self.levels, self.wavelet)
                 row = {"sigma": s, "psnr_in": dn.psnr(s * s), **bands}
                 row["psnr"] = dn.psnr(bands["total"])
@@ -317,19 +326,15 @@ class LocalDenoisersModule(TheoryModule):
         g = torch.Generator().manual_seed(self.seed + 2)
         sigma0 = self.sigma_max  # the largest level the networks were trained on
         t0 = time.perf_counter()
+        draw = dn.make_draw(self.noise_input, sigma0, generator=g, **self.sampler)
         with torch.no_grad():
             if self.kind == "flat":
-                y0 = float(train.mean()) + sigma0 * torch.randn(
-                    self.n_samples, 1, self.size, self.size, generator=g
-                )
-                x, steps, sig = dn.stochastic_ascent(
-                    dn.flat_sampler(model), y0, generator=g, **self.ascent
-                )
+                y0 = dn.initial_noise(self.n_samples, train, sigma0, g, self.noise_input)
+                x, steps, sig = draw(dn.flat_denoiser(model), y0)
                 taken = {"flat": (steps, sig)}
             else:
-                low_mean = float(model.dwt(train)[0].mean())
                 x, taken = dn.sample_multiscale(
-                    model, self.n_samples, self.size, low_mean, sigma0, g, **self.ascent
+                    model, train, self.n_samples, draw, sigma0, g, self.noise_input
                 )
         seconds = time.perf_counter() - t0
         floor = train[: self.n_samples]
@@ -344,10 +349,11 @@ class LocalDenoisersModule(TheoryModule):
                 out["energy_per_site_data"] = lat["energy_per_site_data"]
                 out["abs_m_mean_data"] = lat["abs_m_mean_data"]
         for k, (v, sig) in taken.items():
-            # reached: sigma_t < sample_sigma_end; else stopped at the denoiser's floor (its
-            # residual grew) or at sample_max_steps
+            # reached: the last noise level is sample_sigma_end; else (blind ascent) stopped at
+            # the denoiser's floor (its residual grew) or at sample_max_steps
             out[f"steps/{k}"] = float(v.float().mean())
-            out[f"reached/{k}"] = float((sig < self.ascent["sigma_end"]).float().mean())
+            reached = sig <= self.sampler["sigma_end"] * (1 + 1e-6)
+            out[f"reached/{k}"] = float(reached.float().mean())
             out[f"sigma_last/{k}"] = float(sig.median())
         for k, v in out.items():
             self.metrics[f"sample/{k}"] = v
@@ -378,7 +384,7 @@ def _examples(x: Tensor, model, kind: str, sigmas: list[float], path, data: str,
             axes[0, 0].set_title("clean")
             for k, s in enumerate(levels):
                 y = dn.noisy_copy(x[i : i + 1], s, seed=i)
-                est = y - model(y) if kind == "flat" else model(y)
+                est = y - model(y, s) if kind == "flat" else model(y, s)
                 axes[i, 1 + 2 * k].imshow(y[0, 0], cmap="gray")
                 axes[i, 2 + 2 * k].imshow(est[0, 0], cmap="gray")
                 axes[0, 1 + 2 * k].set_title(f"noisy, sigma={s:g}")

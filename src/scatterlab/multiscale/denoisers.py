@@ -92,15 +92,23 @@ class LocalDenoiser(nn.Module):
     """
 
     def __init__(
-        self, rf: int, c_in: int, c_out: int, width: int = 16, depth: int | None = None
+        self,
+        rf: int,
+        c_in: int,
+        c_out: int,
+        width: int = 16,
+        depth: int | None = None,
+        noise_input: bool = False,
     ) -> None:
         super().__init__()
         sizes = kernel_sizes(rf, depth)
+        self.noise_input = noise_input
+        c_in_net = c_in + int(noise_input)
 
         def conv(a: int, b: int, ks: int) -> nn.Conv2d:
             return nn.Conv2d(a, b, ks, padding=ks // 2, bias=False, padding_mode="circular")
 
-        self.first = conv(c_in, width if len(sizes) > 1 else c_out, sizes[0])
+        self.first = conv(c_in_net, width if len(sizes) > 1 else c_out, sizes[0])
         self.hidden = nn.ModuleList(
             nn.Sequential(conv(width, width, ks), BiasFreeBatchNorm(width), nn.ReLU())
             for ks in sizes[1:-1]
@@ -111,7 +119,14 @@ class LocalDenoiser(nn.Module):
         nn.init.zeros_((self.last or self.first).weight)
         self.rf, self.c_in, self.c_out, self.depth = rf, c_in, c_out, len(sizes)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        """The predicted noise of x (B, c_in, n, n); sigma (scalar or (B,)) is used, and
+        needed, only by a network with ``noise_input`` (a constant input channel)."""
+        if self.noise_input:
+            if sigma is None:
+                raise ValueError("this denoiser takes the noise level: call it as net(y, sigma)")
+            s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+            x = torch.cat([x, s.expand(x.shape[0], 1, *x.shape[-2:])], 1)
         if self.last is None:
             return self.first(x)
         h = torch.relu(self.first(x))
@@ -134,7 +149,7 @@ def rf_window(net: nn.Module, c_in: int, size: int, seed: int = 0, draws: int = 
             nn.init.normal_(m.weight)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(draws, c_in, size, size, generator=g, dtype=torch.float64, requires_grad=True)
-    net(x)[:, 0, size // 2, size // 2].sum().backward()  # eval mode: the draws are independent
+    net(x, 1.0)[:, 0, size // 2, size // 2].sum().backward()  # eval mode: the draws are independent
     return x.grad.abs().sum(dim=(0, 1)) > 0
 
 
@@ -183,8 +198,8 @@ def train_net(
     )
     net.train()
     for _ in range(steps):
-        inp, noise, _ = make_pair()
-        loss = (net(inp) - noise).pow(2).mean()
+        inp, noise, sig = make_pair()
+        loss = (net(inp, sig) - noise).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -216,11 +231,12 @@ def train_flat(
     seed: int = 0,
     augment: bool = True,
     sigma_min: float = 0.0,
+    noise_input: bool = False,
 ) -> LocalDenoiser:
     """A flat denoiser of the fields x (N, 1, L, L), one noise level per field (``_sigmas``)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = LocalDenoiser(rf, 1, 1, width, depth)
+    net = LocalDenoiser(rf, 1, 1, width, depth, noise_input)
 
     def pair() -> tuple[Tensor, Tensor, Tensor]:
         b = _batch(x, batch, g, augment)
@@ -240,16 +256,21 @@ class MultiscaleDenoiser(nn.Module):
         self.low, self.nets = low, nn.ModuleList(nets)
         self.dwt = DWT2d(wavelet, len(nets))
 
-    def denoise_details(self, j: int, noisy: Tensor, coarse: Tensor) -> Tensor:
-        """Denoised details of scale j given the (clean or denoised) coarse field x_j."""
-        return noisy - self.nets[j - 1](torch.cat([noisy, coarse], 1))
+    def denoise_details(
+        self, j: int, noisy: Tensor, coarse: Tensor, sigma: Tensor | float | None = None
+    ) -> Tensor:
+        """Denoised details of scale j given the (clean or denoised) coarse field x_j (sigma:
+        the noise level, for networks with ``noise_input``)."""
+        return noisy - self.nets[j - 1](torch.cat([noisy, coarse], 1), sigma)
 
     @torch.no_grad()
-    def forward(self, y: Tensor) -> Tensor:
+    def forward(self, y: Tensor, sigma: Tensor | float | None = None) -> Tensor:
+        """The denoised full image; white noise of level sigma in pixels has the same level on
+        every orthogonal wavelet coefficient, so every network gets the same sigma."""
         low, dets = self.dwt(y)
-        x = low - self.low(low)
+        x = low - self.low(low, sigma)
         for j in range(len(self.nets), 0, -1):
-            x = self.dwt.inverse_level(x, self.denoise_details(j, dets[j - 1], x))
+            x = self.dwt.inverse_level(x, self.denoise_details(j, dets[j - 1], x, sigma))
         return x
 
 
@@ -268,6 +289,7 @@ def train_multiscale(
     low_rf: int | None = None,
     augment: bool = True,
     sigma_min: float = 0.0,
+    noise_input: bool = False,
 ) -> MultiscaleDenoiser:
     """The conditional networks (receptive field rf, trained on the clean coarse field) and the
     coarsest low-pass network (receptive field ``low_rf``, default: the whole coarse field)."""
@@ -279,7 +301,7 @@ def train_multiscale(
     for j in range(1, levels + 1):
         torch.manual_seed(seed + j)
         g = torch.Generator().manual_seed(seed + j)
-        net = LocalDenoiser(rf, 4, 3, width, depth)
+        net = LocalDenoiser(rf, 4, 3, width, depth, noise_input)
 
         def pair(j: int = j, g: torch.Generator = g) -> tuple[Tensor, Tensor, Tensor]:
             b = _batch(x, batch, g, augment)
@@ -293,7 +315,7 @@ def train_multiscale(
         nets.append(train_net(net, pair, steps, lr))
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    low_net = LocalDenoiser(low_rf, 1, 1, width, depth)
+    low_net = LocalDenoiser(low_rf, 1, 1, width, depth, noise_input)
 
     def pair_low() -> tuple[Tensor, Tensor, Tensor]:
         b = dwt(_batch(x, batch, g, augment))[0]
@@ -342,7 +364,7 @@ def oracle_detail_mse(
     for _ in range(j - 1):
         b = model.dwt.forward_level(b)[0]
     low, det = model.dwt.forward_level(b)
-    est = model.denoise_details(j, det + sigma * torch.randn(det.shape, generator=g), low)
+    est = model.denoise_details(j, det + sigma * torch.randn(det.shape, generator=g), low, sigma)
     return float((est - det).double().pow(2).sum() / (x.shape[0] * x[0].numel()))
 
 
@@ -405,42 +427,99 @@ def stochastic_ascent(
     return denoise(y), steps, sigma
 
 
-def flat_sampler(net: LocalDenoiser) -> Callable[[Tensor], Tensor]:
-    """The blind denoiser y -> y - f(y) of a flat network, for ``stochastic_ascent``."""
-    return lambda y: y - net(y)
+Denoise = Callable[[Tensor, "float | None"], Tensor]  # (y, sigma) -> x_hat
+Draw = Callable[[Denoise, Tensor], tuple[Tensor, Tensor, Tensor]]  # (denoise, y0) -> x, ...
+
+
+def geometric_sigmas(sigma0: float, sigma_end: float, steps: int) -> list[float]:
+    """steps + 1 noise levels from sigma0 down to sigma_end, evenly spaced in log sigma."""
+    r = (sigma_end / sigma0) ** (1 / steps)
+    return [sigma0 * r**k for k in range(steps + 1)]
+
+
+@torch.no_grad()
+def ancestral(
+    denoise: Denoise, y0: Tensor, sigmas: list[float], generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Ancestral sampling down a decreasing noise schedule with a denoiser that is told the
+    noise level, x_hat = denoise(y, sigma) (Tweedie: x_hat - y = sigma^2 grad log p_sigma):
+    y <- y + (1 - r) (x_hat - y) + sigma' sqrt(1 - r) z, r = sigma'^2 / sigma^2, the step of
+    the variance-exploding reverse diffusion from sigma to sigma' (y0 at level sigmas[0]).
+    Returns (denoise(y, sigmas[-1]), steps per field, sigmas[-1] per field), as
+    ``stochastic_ascent``."""
+    y = y0.clone()
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        r = (s_next / s) ** 2
+        z = torch.randn(y.shape, generator=generator, dtype=y.dtype)
+        y = y + (1 - r) * (denoise(y, s) - y) + s_next * math.sqrt(1 - r) * z
+    n = y.shape[0]
+    steps = torch.full((n,), len(sigmas) - 1, dtype=torch.long)
+    return denoise(y, sigmas[-1]), steps, torch.full((n,), sigmas[-1])
+
+
+def make_draw(
+    noise_input: bool,
+    sigma0: float,
+    sigma_end: float = 0.01,
+    steps: int = 200,
+    h0: float = 0.01,
+    beta: float = 0.5,
+    max_steps: int = 1000,
+    generator: torch.Generator | None = None,
+) -> Draw:
+    """The sampler of a denoiser: ``ancestral`` on ``geometric_sigmas(sigma0, sigma_end,
+    steps)`` when the networks take the noise level (noise_input), else the blind
+    ``stochastic_ascent`` (h0, beta, sigma_end, max_steps)."""
+    if noise_input:
+        sigmas = geometric_sigmas(sigma0, sigma_end, steps)
+        return lambda denoise, y0: ancestral(denoise, y0, sigmas, generator)
+    return lambda denoise, y0: stochastic_ascent(
+        lambda y: denoise(y, None), y0, h0, beta, sigma_end, max_steps, generator
+    )
+
+
+def flat_denoiser(net: LocalDenoiser) -> Denoise:
+    """(y, sigma) -> y - f(y[, sigma]) of a flat network (sigma unused by a blind one)."""
+    return lambda y, sigma=None: y - net(y, sigma)
+
+
+def initial_noise(
+    n: int, like: Tensor, sigma0: float, generator: torch.Generator | None, match: bool
+) -> Tensor:
+    """n starting fields shaped like the data ``like`` (N, C, h, w): mean + sd z, sd = sigma0
+    (the blind ascent's start, the authors'), or, with match, sqrt(sigma0^2 + var) (the law
+    of the data at noise level sigma0 to second order: the start of the reverse diffusion)."""
+    mean, var = float(like.mean()), float(like.var())
+    sd = math.sqrt(sigma0**2 + var) if match else sigma0
+    return mean + sd * torch.randn(n, *like.shape[1:], generator=generator)
 
 
 @torch.no_grad()
 def sample_multiscale(
     model: MultiscaleDenoiser,
+    train: Tensor,
     n: int,
-    size: int,
-    low_mean: float = 0.0,
+    draw: Draw,
     sigma0: float = 1.0,
     generator: torch.Generator | None = None,
-    **ascent,
+    match: bool = False,
 ) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
-    """n fields (n, 1, size, size) drawn coarse to fine (Kadkhodaie, Guth, Mallat & Simoncelli
-    2023, Algorithm 1): the coarsest low-pass x_J by ``stochastic_ascent`` with the low-pass
-    network from low_mean + sigma0 z, then for j = J .. 1 the details xbar_j by the same
-    ascent with the conditional network given the generated x_j (from sigma0 z), and
-    x_{j-1} = W^T (x_j, xbar_j). ``ascent``: h0, beta, sigma_end, max_steps.
-    Returns the fields and {"low", "j=J", .., "j=1"}: (steps taken, last sigma_t) per field."""
+    """n fields shaped like ``train`` (N, 1, L, L) drawn coarse to fine (Kadkhodaie, Guth,
+    Mallat & Simoncelli 2023, Algorithm 1): the coarsest low-pass x_J with the low-pass
+    network, then for j = J .. 1 the details xbar_j with the conditional network given the
+    generated x_j, and x_{j-1} = W^T (x_j, xbar_j); each by ``draw`` (``make_draw``) from
+    ``initial_noise`` of that band of the training fields. Returns the fields and
+    {"low", "j=J", .., "j=1"}: (steps taken, last sigma) per field."""
     levels = len(model.nets)
-    check_size(size, levels)
-    m = size >> levels
-    y0 = low_mean + sigma0 * torch.randn(n, 1, m, m, generator=generator)
-    x, steps, sig = stochastic_ascent(flat_sampler(model.low), y0, generator=generator, **ascent)
+    low, dets = model.dwt(train)
+    x, steps, sig = draw(flat_denoiser(model.low), initial_noise(n, low, sigma0, generator, match))
     taken = {"low": (steps, sig)}
     for j in range(levels, 0, -1):
         coarse = x
-        y0 = sigma0 * torch.randn(n, 3, *coarse.shape[-2:], generator=generator)
-        det, steps, sig = stochastic_ascent(
-            lambda y, j=j, c=coarse: model.denoise_details(j, y, c),
-            y0,
-            generator=generator,
-            **ascent,
-        )
+        y0 = initial_noise(n, dets[j - 1], sigma0, generator, match)
+        if not match:  # the blind ascent starts the details from sigma0 z (no mean)
+            y0 = y0 - float(dets[j - 1].mean())
+        det, steps, sig = draw(lambda y, s, j=j, c=coarse: model.denoise_details(j, y, c, s), y0)
         taken[f"j={j}"] = (steps, sig)
         x = model.dwt.inverse_level(coarse, det)
     return x, taken
