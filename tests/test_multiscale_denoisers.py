@@ -118,6 +118,7 @@ def test_experiment_runs_and_reports_its_receptive_field(tmp_path):
     assert (tmp_path / "local_denoisers.json").exists()
     assert (tmp_path / "local_denoisers_examples.png").exists()
     assert (tmp_path / "local_denoisers_samples.png").exists()
+    assert torch.load(tmp_path / "samples.pt").shape == (3, 1, 16, 16)
     for k in ("spectrum_error", "histogram", "spectrum_error_floor", "histogram_floor"):
         assert 0 <= m[f"sample/{k}"] < float("inf"), k
     assert 0 < m["sample/steps/low"] <= 20 and 0 < m["sample/steps/j=1"] <= 20

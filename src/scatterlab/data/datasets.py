@@ -281,6 +281,28 @@ def read_image_subset(
     return torch.stack(imgs).permute(0, 3, 1, 2), torch.tensor([labels[i] for i in idx])
 
 
+def read_folder_splits(
+    root: str, counts: dict[str, int], seed: int = 0, mode: str = "RGB", hint: str = ""
+) -> list[tuple[Tensor, Tensor]]:
+    """``read_image_subset`` of each split under root ({"train": n, "test": m}), one generator
+    (seeded) for all, for the theory modules' ``module.data_root``: a missing split or too few
+    images is one DataError line naming the option (hint: what else to do)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for split, n in counts.items():
+        folder = Path(root) / split
+        if not folder.is_dir():
+            raise DataError(
+                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
+                f"cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR){hint}"
+            )
+        try:
+            out.append(read_image_subset(folder, n, g, mode))
+        except DataError as exc:
+            raise DataError(f"{exc} (module.n_{split})") from None
+    return out
+
+
 class ImageNetDataModule(ImageDataModule):
     """ImageNet in ImageFolder layout (root/train/<wnid>/, root/val/<wnid>/), streamed.
 

@@ -51,25 +51,10 @@ def cifar_grey_fields(root: str, n_train: int, n_test: int, size: int = 32) -> T
     """n_train random CIFAR-10 training images then n_test random test images, in grey
     levels (PIL "L"), float32 (N, 1, size, size) in [0, 1], from the JPEG folders under root
     (optional data: never downloaded); resized bilinearly when size != 32."""
-    from pathlib import Path
+    from scatterlab.data.datasets import read_folder_splits
 
-    from scatterlab.data.datasets import read_image_subset
-    from scatterlab.errors import DataError
-
-    g = torch.Generator().manual_seed(0)
-    parts = []
-    for split, n in (("train", n_train), ("test", n_test)):
-        folder = Path(root) / split
-        if not folder.is_dir():
-            raise DataError(
-                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
-                "cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR)"
-            )
-        try:
-            parts.append(read_image_subset(folder, n, g, mode="L")[0].float() / 255)
-        except DataError as exc:
-            raise DataError(f"{exc} (module.n_{split})") from None
-    x = torch.cat(parts)
+    parts = read_folder_splits(root, {"train": n_train, "test": n_test}, 0, "L")
+    x = torch.cat([p[0] for p in parts]).float() / 255
     if size != x.shape[-1]:
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
     return x
@@ -363,6 +348,7 @@ class LocalDenoisersModule(TheoryModule):
             f" histogram {out['histogram']:.3f} (floor {out['histogram_floor']:.3f})"
         )
         if (path := self.plot_path("samples")) is not None:
+            torch.save(x, path.with_name("samples.pt"))  # unit-RMS fields (times rms: data's)
             _samples(x, test, path, f"{self.data}: {self.kind}, receptive field {self.rf}")
         return out
 
@@ -426,10 +412,14 @@ def wiener_table(sigmas: list[float], seed: int = 0, data_root: str | None = Non
         "|---|" + "---|" * len(sigmas),
         "| noisy input | " + " | ".join(f"{dn.psnr(s * s):.2f}" for s in sigmas) + " |",
     ]
-    for data in ("phi4", "digits") + (("cifar_grey",) if data_root else ()):
-        train, test = LocalDenoisersModule(data=data, data_root=data_root).fields()
+    cases = [("phi4", 64), ("phi4", 32), ("digits", 32)] + (
+        [("cifar_grey", 32)] if data_root else []
+    )
+    for data, size in cases:
+        train, test = LocalDenoisersModule(data=data, size=size, data_root=data_root).fields()
         row = [dn.psnr(dn.wiener_mse(train, test, s, seed + 1)) for s in sigmas]
-        out.append(f"| {data}: Wiener filter | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        name = f"{data} {size} x {size}: Wiener filter"
+        out.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -29,8 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scatterlab.errors import DataError
-
 Params = dict[str, Tensor]
 
 
@@ -57,26 +55,14 @@ def load_cifar_split(root: str, n_train: int, n_test: int, seed: int = 0) -> tup
     the layout of `tar xJf cifar10-jpeg.tar.xz -C root`, no download): n_train random training
     and n_test random test images, decoded alone (not the 60,000), normalised per channel.
     Optional data: only read when module.data_root is set."""
-    from pathlib import Path
+    from scatterlab.data.datasets import read_folder_splits
 
-    from scatterlab.data.datasets import read_image_subset
-
-    out = []
-    gen = torch.Generator().manual_seed(seed)
     mean = torch.tensor([0.491, 0.482, 0.447])[:, None, None]
     std = torch.tensor([0.247, 0.243, 0.262])[:, None, None]
-    for split, n in (("train", n_train), ("test", n_test)):
-        folder = Path(root) / split
-        if not folder.is_dir():
-            raise DataError(
-                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
-                "cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR) or drop "
-                "data_root to use the embedded digits"
-            )
-        try:
-            x, labels = read_image_subset(folder, n, gen)
-        except DataError as exc:
-            raise DataError(f"{exc} (module.n_{split})") from None
+    counts = {"train": n_train, "test": n_test}
+    hint = " or drop data_root to use the embedded digits"
+    out = []
+    for x, labels in read_folder_splits(root, counts, seed, "RGB", hint):
         out += [(x.float() / 255 - mean) / std, labels]
     return tuple(out)
 
