@@ -112,6 +112,20 @@ def test_cascade_hessians_at_the_finest_scale_are_phi4s():
     assert skipped[2]["unconditional"] is None and skipped[1]["unconditional"] is not None
 
 
+@pytest.mark.parametrize("wavelet", ["haar", "db4"])
+def test_score_matching_without_dense_matrices_equals_the_dense_fit(wavelet, monkeypatch):
+    """The L > 64 path of ``fit_conditional_phi4`` (one DWT level, the detail projector's
+    diagonal and the kinetic trace from one low-pass atom) gives the dense fit's couplings."""
+    from scatterlab.multiscale import cslc
+
+    x = torch.randn(16, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    dense = cslc.fit_conditional_phi4(x, wavelet)
+    monkeypatch.setattr(cslc, "MAX_DENSE_SIZE", 8)
+    conv = cslc.fit_conditional_phi4(x, wavelet)
+    assert torch.allclose(dense["theta"], conv["theta"], atol=1e-10, rtol=0)
+    assert torch.allclose(dense["se"], conv["se"], atol=1e-10, rtol=0)
+
+
 def test_neg_laplacian_spectrum():
     ev = torch.linalg.eigvalsh(neg_laplacian(6))
     k = 2 * torch.pi * torch.arange(6, dtype=torch.float64) / 6

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from scatterlab.multiscale.hessian import neg_laplacian
-from scatterlab.multiscale.wavelets import wavelet_blocks, wavelet_matrix
+from scatterlab.multiscale.wavelets import MAX_DENSE_SIZE, wavelet_blocks, wavelet_matrix
 from scatterlab.wsgm.dwt import DWT2d
 
 FEATURES = ("kinetic", "quadratic", "quartic")
@@ -43,6 +43,28 @@ def feature_gradients(x: Tensor) -> Tensor:
     return torch.stack([4 * x - nb, 2 * x, 4 * x.pow(3)], dim=1)
 
 
+def _detail_terms(x: Tensor, wavelet: str) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The detail-projected terms of ``fit_conditional_phi4`` without dense matrices (L > 64):
+    the feature gradients' details by one DWT level (the same subspace as W_d's rows); the
+    diagonal of the detail projector, 1 - sum_k phi_k(u)^2 (a 2 x 2 periodic pattern: 3/4
+    everywhere for Haar, not for db4); tr(W_d (-Delta) W_d^T) = 4 L^2 - (L/2)^2
+    <phi, -Delta phi>; phi a low-pass atom (the low-pass atoms are its shifts by 2 sites)."""
+    b, size = x.shape[0], x.shape[-1]
+    dwt = DWT2d(wavelet, 1)
+    grads = feature_gradients(x).reshape(b * 3, 1, size, size)
+    g = dwt.forward_level(grads)[1].reshape(b, 3, -1)
+    low = torch.zeros(1, 1, size // 2, size // 2, dtype=torch.float64)
+    low[0, 0, 0, 0] = 1.0
+    phi = dwt.inverse_level(low, torch.zeros(1, 3, size // 2, size // 2, dtype=torch.float64))
+    phi = phi[0, 0]
+    lap_phi = 4 * phi - sum(torch.roll(phi, sh, d) for sh in (1, -1) for d in (0, 1))
+    t_kin = 4.0 * size * size - (size // 2) ** 2 * (phi * lap_phi).sum()
+    # low-pass projector diagonal: sum over the atoms' shifts by 2 of phi^2, a 2 x 2 pattern
+    pattern = phi.pow(2).reshape(size // 2, 2, size // 2, 2).sum(dim=(0, 2))
+    diag = 1 - pattern.repeat(size // 2, size // 2).reshape(-1)
+    return g, diag, t_kin, 3 * (size // 2) ** 2
+
+
 def fit_conditional_phi4(
     x: Tensor, wavelet: str = "haar", conditional: bool = True
 ) -> dict[str, Tensor]:
@@ -52,20 +74,24 @@ def fit_conditional_phi4(
     Returns {"theta": (3,), "se": (3,) standard errors from the per-sample spread of the
     estimating equations, "a": (3, 3), "h": (3,)}."""
     size = x.shape[-1]
-    if conditional:
-        w = wavelet_matrix(size, 1, wavelet)
-        wd = w[wavelet_blocks(size, 1)["detail_1"]]  # (3 L^2 / 4, L^2)
+    if conditional and size > MAX_DENSE_SIZE:
+        g, diag, t_kin, n_d = _detail_terms(x, wavelet)
     else:
-        wd = torch.eye(size * size, dtype=torch.float64)
-    g = feature_gradients(x).reshape(x.shape[0], 3, -1) @ wd.T  # (B, 3, n_d)
+        if conditional:
+            w = wavelet_matrix(size, 1, wavelet)
+            wd = w[wavelet_blocks(size, 1)["detail_1"]]  # (3 L^2 / 4, L^2)
+        else:
+            wd = torch.eye(size * size, dtype=torch.float64)
+        g = feature_gradients(x).reshape(x.shape[0], 3, -1) @ wd.T  # (B, 3, n_d)
+        diag = (wd * wd).sum(0)  # (W_d^T W_d)_uu, (L^2,)
+        t_kin = torch.trace(wd @ neg_laplacian(size) @ wd.T)
+        n_d = wd.shape[0]
     a_s = g @ g.transpose(-1, -2)  # (B, 3, 3)
-    diag = (wd * wd).sum(0)  # (W_d^T W_d)_uu, (L^2,)
-    t_kin = torch.trace(wd @ neg_laplacian(size) @ wd.T)
     x2 = x.double().reshape(x.shape[0], -1).pow(2)
     h_s = torch.stack(
         [
             t_kin.expand(x.shape[0]),
-            torch.full((x.shape[0],), 2.0 * wd.shape[0], dtype=torch.float64),
+            torch.full((x.shape[0],), 2.0 * n_d, dtype=torch.float64),
             12 * (x2 * diag).sum(-1),
         ],
         dim=-1,
