@@ -3,12 +3,12 @@
 # working tree and has PyTorch + Lightning but not hydra-core/omegaconf (see README "GPU runs").
 #
 #   prepare here:  bash scripts/gpu_session.sh prepare    # fills the git-ignored .gpu/
-#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm|wph|invertible|multiscale
+#   on the GPU:    OUT=/some/dir bash scripts/gpu_session.sh bench|accuracy|rainbow|wsgm|wph|invertible
 #
 # Every stage writes its log and a tarball of results/ + run metrics into $OUT; each step has
 # its own time limit (seconds) so one hang cannot eat the whole lease.
 set -uo pipefail
-stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm|wph|invertible|multiscale}
+stage=${1:?usage: gpu_session.sh prepare|bench|accuracy|rainbow|wsgm|wph|invertible}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
@@ -143,17 +143,8 @@ invertible)
     echo "=== cifar_scattering_generator skipped: no scipy/kymatio on this machine"
   fi
   ;;
-multiscale)
-  # Issue 25: the CSLC row of phi4_models at L = 128 (J = 4, coarsest 8 x 8). The module is
-  # plain torch on the CPU (dense 16,384^2 wavelet matrices, 2 GB): it runs on this machine's
-  # 16 cores, not on the GPU; HMC fields, fits, Hessians of the coarse scales, MALA sampling.
-  step "${LIMIT:-540}" cslc_L128 python3 train.py experiment=phi4_cslc module.size=128 \
-    module.levels=4 module.n_train=128 module.n_test=256 module.num_threads=16 logger=csv \
-    hydra.run.dir=outputs/cslc_L128
-  python3 -m scatterlab.report outputs/cslc_L128 --out results/multiscale_cslc_L128
-  ;;
 *)
-  echo "unknown stage $stage: prepare, bench, accuracy, rainbow, wsgm, wph, invertible or multiscale" >&2
+  echo "unknown stage $stage: prepare, bench, accuracy, rainbow, wsgm, wph or invertible" >&2
   exit 2
   ;;
 esac
