@@ -8,7 +8,7 @@ fitted, and in block-mean units: the orthonormal Haar low-pass is x_j = 2^j x (b
 16^j theta_4 (the lattice spacing is not rescaled).
 
     python scripts/cslc_coupling_flow.py results/multiscale_cslc_L32.json \
-        results/multiscale_cslc_L64.json
+        results/multiscale_cslc_L64.json results/multiscale_cslc_L128.json
 """
 
 from __future__ import annotations

@@ -339,7 +339,7 @@ class CSLCModule(_ThreadedTheory):
 
     def __init__(
         self,
-        size: Annotated[int, Range(ge=8, le=128)] = 16,  # dense (L^2, L^2) matrices: 2 GB at 128
+        size: Annotated[int, Range(ge=8, le=128)] = 16,  # L > 64: fits by DWT, not dense matrices
         beta: Beta = 0.68,
         levels: Annotated[int, Range(ge=1, le=5)] = 2,
         wavelet: str = "haar",
