@@ -142,6 +142,23 @@ def test_bad_input_is_one_line_and_exit_2(override, word):
     assert len(err) == 1 and word in err[0], err
 
 
+def test_cifar_grey_without_image_folders_stops_before_lightning(tmp_path):
+    """A data_root without train/ and test/ folders is refused when the module is built: one
+    error line, exit 2, and nothing from Lightning on stdout."""
+    proc = run_cli(
+        "train.py",
+        "experiment=local_denoisers",
+        "module.data=cifar_grey",
+        f"module.data_root={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(err) == 1 and "has no train/<class>/" in err[0], err
+    assert "Testing" not in proc.stdout
+
+
 def _gaussian_denoiser(var: Tensor, mean: float = 0.0):
     """The blind MMSE denoiser of N(mean, diag(var)): sigma^2 estimated from the input's
     energy (mean abs(y - mean)^2 = mean(var) + sigma^2 in high dimension), then the Wiener

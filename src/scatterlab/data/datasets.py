@@ -281,23 +281,29 @@ def read_image_subset(
     return torch.stack(imgs).permute(0, 3, 1, 2), torch.tensor([labels[i] for i in idx])
 
 
+def check_folder_splits(root: str, splits: list[str], hint: str = "") -> None:
+    """DataError (one line naming module.data_root) unless root/<split>/ exists for every
+    split: theory modules call it when they are built, before Lightning starts."""
+    for split in splits:
+        if not (Path(root) / split).is_dir():
+            raise DataError(
+                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
+                f"cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR){hint}"
+            )
+
+
 def read_folder_splits(
     root: str, counts: dict[str, int], seed: int = 0, mode: str = "RGB", hint: str = ""
 ) -> list[tuple[Tensor, Tensor]]:
     """``read_image_subset`` of each split under root ({"train": n, "test": m}), one generator
     (seeded) for all, for the theory modules' ``module.data_root``: a missing split or too few
     images is one DataError line naming the option (hint: what else to do)."""
+    check_folder_splits(root, list(counts), hint)
     g = torch.Generator().manual_seed(seed)
     out = []
     for split, n in counts.items():
-        folder = Path(root) / split
-        if not folder.is_dir():
-            raise DataError(
-                f"module.data_root={root} has no {split}/<class>/ image folders: unpack "
-                f"cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR){hint}"
-            )
         try:
-            out.append(read_image_subset(folder, n, g, mode))
+            out.append(read_image_subset(Path(root) / split, n, g, mode))
         except DataError as exc:
             raise DataError(f"{exc} (module.n_{split})") from None
     return out

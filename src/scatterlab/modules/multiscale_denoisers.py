@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor
 
+from scatterlab.data.datasets import check_folder_splits
 from scatterlab.errors import ConfigError
 from scatterlab.modules.theory import TheoryModule
 from scatterlab.multiscale import denoisers as dn
@@ -163,6 +164,8 @@ class LocalDenoisersModule(TheoryModule):
                 "JPEG folders (tar xJf cifar10-jpeg.tar.xz -C DIR: DIR/train/<class>/*.jpg); "
                 "nothing is downloaded"
             )
+        if data == "cifar_grey":  # before any work, not after Lightning has started
+            check_folder_splits(data_root, ["train", "test"])
         check_size(size, levels)  # ConfigError: L not divisible by 2^J
         if size >> levels < 2:
             raise ConfigError(f"module.levels={levels} leaves a coarsest field below 2 x 2")

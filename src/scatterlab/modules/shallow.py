@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
-from scatterlab.errors import ConfigError, DataError
+from scatterlab.data.datasets import check_folder_splits
+from scatterlab.errors import ConfigError
 from scatterlab.modules.theory import TheoryModule
 from scatterlab.ranges import OpenFraction, Positive, PositiveInt, Range, Seed
 from scatterlab.shallow import features as rf
@@ -513,13 +513,9 @@ class LazyCNNModule(_ShallowModule):
             raise ConfigError(f"module.network={network!r} is unknown: use cnn or scattering")
         self.network, self.widths, self.L = network, [int(w) for w in widths], L
         self.channels, self.n_train, self.n_test, self.steps = channels, n_train, n_test, steps
-        if data_root is not None and not all(
-            (Path(data_root) / split).is_dir() for split in ("train", "test")
-        ):  # before any work: the loader would say the same, after Lightning has started
-            raise DataError(
-                f"module.data_root={data_root} has no train/<class>/ and test/<class>/ image "
-                "folders: unpack cifar10-jpeg.tar.xz there (tar xJf cifar10-jpeg.tar.xz -C DIR) "
-                "or drop data_root to use the embedded digits"
+        if data_root is not None:  # before any work, not after Lightning has started
+            check_folder_splits(
+                data_root, ["train", "test"], " or drop data_root to use the embedded digits"
             )
         self.data_root = data_root
         self.lr, self.lr_active, self.fit_min_alpha, self.seed = lr, lr_active, fit_min_alpha, seed
